@@ -1,0 +1,143 @@
+"""The one interface every nextclick model implements.
+
+Training, evaluation, export and serving are generic over this interface, so nothing
+outside ``models/`` needs model-specific code.
+
+Conventions (all models):
+
+* Items are indexed ``1..n_items``; index ``0`` is padding. Score tensors have
+  ``n_items + 1`` columns and column 0 is always ``-inf`` (never recommended).
+* ``advance(item, state)`` with ``item == 0`` leaves that row's state unchanged. The
+  service maps unknown items to 0, and batched evaluation pads finished rows with 0.
+* Every state tensor has a leading batch dimension; ``StateSpec.shape`` excludes it.
+* A user's initial state is all zeros (the service creates it from the spec alone).
+* Serving methods are pure: they never write to their inputs and return new tensors.
+* ``self.training`` (not a flag argument) switches dropout / sampling behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+State = dict[str, Tensor]
+Scope = Literal["session", "user"]
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One named state tensor: what the exporter writes into the manifest and the
+    service stores in Redis (as raw little-endian bytes)."""
+
+    name: str
+    shape: tuple[int, ...]  # without the batch dimension
+    dtype: Literal["float32", "int64"]
+    scope: Scope
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "scope": self.scope}
+
+    def zeros(self, batch_size: int, device: torch.device | None = None) -> Tensor:
+        dtype = torch.float32 if self.dtype == "float32" else torch.int64
+        return torch.zeros((batch_size, *self.shape), dtype=dtype, device=device)
+
+
+@dataclass
+class ModelConfig:
+    """Base of every model's config dataclass; field defaults are the paper's values."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class SessionModel(nn.Module):
+    """Base class. Subclasses set ``name``, ``config_class``, and implement the methods
+    that raise ``NotImplementedError`` here."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    #: how training batches are built: "session-parallel" (GRU4Rec), "user-parallel"
+    #: (HRNN), "prefix" (NARM-style prefix augmentation) or "counts" (non-neural fit).
+    batching: ClassVar[str] = "session-parallel"
+
+    def __init__(self, n_items: int, n_users: int, config: ModelConfig | None = None):
+        super().__init__()
+        self.n_items = n_items
+        self.n_users = n_users
+        self.config = config if config is not None else self.config_class()
+
+    # ---- state --------------------------------------------------------------------
+    def state_spec(self) -> list[StateSpec]:
+        """Session- and user-scoped state tensors, in a fixed order."""
+        raise NotImplementedError
+
+    def session_spec(self) -> list[StateSpec]:
+        return [s for s in self.state_spec() if s.scope == "session"]
+
+    def user_spec(self) -> list[StateSpec]:
+        return [s for s in self.state_spec() if s.scope == "user"]
+
+    def init_user_state(self, batch_size: int) -> State:
+        device = self._device()
+        return {s.name: s.zeros(batch_size, device) for s in self.user_spec()}
+
+    def start_session(self, user_state: State, batch_size: int) -> State:
+        """Session state at the start of a session. Models without user state ignore
+        ``user_state`` (it is then an empty dict) and return zeros."""
+        device = self._device()
+        return {s.name: s.zeros(batch_size, device) for s in self.session_spec()}
+
+    # ---- serving --------------------------------------------------------------------
+    def advance(self, item: Tensor, state: State) -> State:
+        """Fold one click per row into the session state. item: [B] int64."""
+        raise NotImplementedError
+
+    def score(self, state: State) -> Tensor:
+        """Next-item scores from a session state: [B, n_items + 1], column 0 = -inf."""
+        raise NotImplementedError
+
+    def step(self, item: Tensor, state: State) -> tuple[Tensor, State]:
+        new_state = self.advance(item, state)
+        return self.score(new_state), new_state
+
+    def end_session(self, session_state: State, user_state: State) -> State:
+        """User state after a session closes (HRNN's GRU_usr). Default: unchanged."""
+        return dict(user_state)
+
+    # ---- training ---------------------------------------------------------------
+    def forward(self, items: Tensor, state: State) -> Tensor:
+        """The full (training-path) forward over padded sessions.
+
+        items: [B, T] int64, right-padded with 0; state: session state at the session
+        start (``start_session``). Returns scores after each position: [B, T, n_items + 1].
+        Must equal stepping ``step`` over the same clicks (the contract test checks it),
+        but is free to use fused kernels (``nn.GRU`` over the sequence, etc.).
+        """
+        raise NotImplementedError
+
+    def loss(self, batch: Any) -> Tensor:
+        """Scalar training loss over one batch of the kind named by ``batching``."""
+        raise NotImplementedError
+
+    def fit_counts(self, sessions: list[list[int]]) -> None:
+        """Non-neural models (``batching == "counts"``) fit from training sessions."""
+        raise NotImplementedError
+
+    # ---- helpers ----------------------------------------------------------------
+    def _device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    @staticmethod
+    def mask_padding(scores: Tensor) -> Tensor:
+        """Column 0 (padding) to -inf without writing into ``scores``."""
+        pad = torch.zeros_like(scores[:, :1]).fill_(float("-inf"))
+        return torch.cat([pad, scores[:, 1:]], dim=1)

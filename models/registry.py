@@ -1,0 +1,50 @@
+"""Name -> model class. Model modules register themselves with ``@register``; the
+registry imports them on first use so ``import models`` stays cheap."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from models.base import SessionModel
+
+_MODULES = ("models.pop", "models.gru4rec", "models.hrnn")
+_REGISTRY: dict[str, type[SessionModel]] = {}
+_loaded = False
+
+
+def register(cls: type[SessionModel]) -> type[SessionModel]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for module in _MODULES:
+            importlib.import_module(module)
+        _loaded = True
+
+
+def available() -> list[str]:
+    _load()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[SessionModel]:
+    _load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+
+
+def build(name: str, n_items: int, n_users: int, **overrides: Any) -> SessionModel:
+    """Instantiate ``name`` with its paper-default config, overriding given fields."""
+    cls = get(name)
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"{name}: unknown config fields {sorted(unknown)}; known: {sorted(fields)}")
+    return cls(n_items, n_users, cls.config_class(**overrides))

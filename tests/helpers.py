@@ -1,0 +1,45 @@
+"""Tiny in-memory fixtures shared by the test packages (no files from ../shared/data)."""
+
+from __future__ import annotations
+
+import random
+
+import polars as pl
+
+from training.dataset import TEST_SCHEMA, TRAIN_SCHEMA, PreparedDataset
+
+
+def make_tiny_dataset(n_users: int = 12, n_items: int = 30, sessions_per_user: int = 4,
+                      seed: int = 0) -> PreparedDataset:
+    """Users with a favourite block of items; each user's last session is the test set,
+    the one before it is marked ``valid``. Sessions walk item i -> i+1 inside the block,
+    so both the session and the user carry signal."""
+    rng = random.Random(seed)
+    train_rows: list[tuple[int, int, int, float, bool]] = []
+    test_rows: list[tuple[int, int, int, float, bool]] = []
+    session = 0
+    block = max(3, n_items // 5)
+    for user in range(1, n_users + 1):
+        start_item = 1 + (user * block) % (n_items - block)
+        clock = 1_600_000_000.0 + user * 1e6
+        for index in range(sessions_per_user):
+            length = rng.randint(2, 6)
+            first = start_item + rng.randrange(block)
+            items = [1 + (first - 1 + j) % n_items for j in range(length)]
+            for position, item in enumerate(items):
+                clock += 30.0
+                if index == sessions_per_user - 1:
+                    test_rows.append((user, session, item, clock, position > 0))
+                else:
+                    train_rows.append((user, session, item, clock,
+                                       index == sessions_per_user - 2))
+            clock += 7200.0
+            session += 1
+    cols = ["user", "session", "item", "timestamp"]
+    train = pl.DataFrame(train_rows, schema=[*cols, "valid"], orient="row").cast(TRAIN_SCHEMA)  # type: ignore[arg-type]
+    test = pl.DataFrame(test_rows, schema=[*cols, "target"], orient="row").cast(TEST_SCHEMA)  # type: ignore[arg-type]
+    return PreparedDataset(
+        train=train, test=test,
+        items=[f"i{index}" for index in range(1, n_items + 1)],
+        users=[f"u{index}" for index in range(1, n_users + 1)],
+        stats={"protocol": "last-session", "format": "tiny"})
