@@ -16,7 +16,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "training.evaluate",
     "export": "training.export",
     "serve": "service.cli",
-    "bench": "service.bench",
+    "bench": "training.bench",
 }
 
 

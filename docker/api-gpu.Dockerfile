@@ -1,0 +1,18 @@
+# The online service on CUDA: onnxruntime-gpu instead of onnxruntime (they share one
+# import name, so exactly one of them is installed).
+FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+    && rm -rf /var/lib/apt/lists/* && python3.11 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+COPY pyproject.toml README.md Makefile ./
+COPY models ./models
+COPY training ./training
+COPY service ./service
+RUN pip install --upgrade pip && pip install '.[gpu]' && pip uninstall -y onnxruntime \
+    && pip install --force-reinstall --no-deps 'onnxruntime-gpu>=1.18'
+ENV NEXTCLICK_ARTIFACTS_DIR=/artifacts \
+    NEXTCLICK_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
+EXPOSE 8000
+CMD ["nextclick", "serve", "--artifacts", "/artifacts", "--host", "0.0.0.0", "--port", "8000"]

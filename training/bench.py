@@ -1,0 +1,227 @@
+"""``nextclick bench``: per-click latency of the engine alone and of the HTTP click path.
+
+The benchmark model is an HRNN-Init with random weights over a 40k-item catalogue (the
+size the performance budget names): accuracy is irrelevant here, the graph shapes are
+what cost time. The HTTP part starts a real ``nextclick serve`` (embedded Redis unless
+``NEXTCLICK_REDIS_URL`` is set) and drives it with a bounded asyncio client: a fixed
+number of requests from ``--concurrency`` concurrent clients, each replaying sessions of
+clicks, on loopback only. The client shares the machine's cores with the server, so the
+numbers are a lower bound on what the server alone sustains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path("var/bench")
+
+
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"p50_ms": pick(0.50), "p90_ms": pick(0.90), "p99_ms": pick(0.99),
+            "mean_ms": round(statistics.fmean(ordered), 3), "n": len(ordered)}
+
+
+def build_bench_bundle(n_items: int, root: Path, model_name: str = "hrnn-init") -> Path:
+    """A random-weight bundle of the paper-default model shape, cached under ``root``."""
+    model_root = root / model_name
+    if model_root.exists() and any((p / "manifest.json").exists() for p in model_root.iterdir()):
+        return root
+    import torch
+
+    from models.registry import build
+    from training.export import export_bundle
+
+    torch.manual_seed(0)
+    model = build(model_name, n_items, 1000).eval()
+    items = [f"item{index}" for index in range(1, n_items + 1)]
+    popular = [(items[index], n_items - index) for index in range(min(1000, n_items))]
+    export_bundle(model, items, root, popular=popular)
+    return root
+
+
+def bench_engine(artifacts: Path, clicks: int, k: int = 20, seed: int = 0) -> dict[str, Any]:
+    from service.engine import Engine
+
+    engine = Engine(artifacts)
+    bundle = engine.get()
+    rng = random.Random(seed)
+    state = bundle.start_session(bundle.new_user_state() if bundle.has_user_state else None)
+    timings: list[float] = []
+    for index in range(clicks + 50):
+        item = rng.randint(1, bundle.n_items)
+        started = time.perf_counter()
+        state = bundle.advance(state, [item])
+        bundle.top_k(state, k)
+        elapsed = (time.perf_counter() - started) * 1000
+        if index >= 50:  # warm-up
+            timings.append(elapsed)
+        if index % 10 == 9:
+            state = bundle.start_session(
+                bundle.new_user_state() if bundle.has_user_state else None)
+    result = _percentiles(timings)
+    result["clicks_per_s_one_thread"] = round(1000 / result["mean_ms"], 1)
+    result["model"] = bundle.key
+    result["n_items"] = bundle.n_items
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items: int,
+                 seed: int) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    acknowledged: dict[str, int] = {}
+    issued = 0
+    rng = random.Random(seed)
+    # Zipf-ish item ids: a few popular, a long tail (as real click logs).
+    weights = [1.0 / (rank ** 0.8) for rank in range(1, n_items + 1)]
+    population = [f"item{index}" for index in range(1, n_items + 1)]
+    item_pool = rng.choices(population, weights=weights, k=50_000)
+
+    async def client(worker: int, http: httpx.AsyncClient) -> None:
+        nonlocal issued
+        local = random.Random(seed * 1000 + worker)
+        session_no = 0
+        while issued < requests:
+            session_no += 1
+            session_id = f"bench-{worker}-{session_no}"
+            user = f"user-{local.randint(1, 5000)}" if local.random() < 0.5 else None
+            for _ in range(local.randint(3, 12)):
+                if issued >= requests:
+                    return
+                issued += 1
+                body: dict[str, Any] = {"item_id": local.choice(item_pool)}
+                if user:
+                    body["user_id"] = user
+                started = time.perf_counter()
+                try:
+                    response = await http.post(f"/sessions/{session_id}/events",
+                                               params={"k": k}, json=body)
+                    code = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    code = type(exc).__name__
+                latencies.append((time.perf_counter() - started) * 1000)
+                if code == "200":
+                    acknowledged[session_id] = acknowledged.get(session_id, 0) + 1
+                else:
+                    errors[code] = errors.get(code, 0) + 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(worker, http) for worker in range(concurrency)))
+        wall = time.perf_counter() - started
+        # End-state check: every acknowledged click is in its session's click list.
+        lost = 0
+        for session_id, count in rng.sample(sorted(acknowledged.items()),
+                                            min(200, len(acknowledged))):
+            response = await http.get(f"/sessions/{session_id}")
+            stored = len(response.json().get("clicks", [])) if response.status_code == 200 else 0
+            lost += max(0, count - stored)
+    result = _percentiles(latencies)
+    result.update({"clicks_per_s": round(len(latencies) / wall, 1), "errors": errors,
+                   "concurrency": concurrency, "sessions_checked": min(200, len(acknowledged)),
+                   "clicks_lost_in_checked_sessions": lost})
+    return result
+
+
+def bench_http(artifacts: Path, requests: int, concurrency: int, workers: int, k: int,
+               n_items: int) -> dict[str, Any]:
+    import httpx
+
+    port = _free_port()
+    env = dict(os.environ)
+    env.setdefault("NEXTCLICK_DATA_DIR", str(BENCH_DIR / "var"))
+    command = [sys.executable, "-m", "training.cli", "serve", "--artifacts", str(artifacts),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError("server exited: " + (server.stderr.read().decode()[-2000:]
+                                                        if server.stderr else ""))
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not become ready within 120 s")
+            time.sleep(0.3)
+        # Warm-up: first requests pay for lazy imports, connection set-up, ORT arenas.
+        asyncio.run(_drive(base_url, 300, concurrency, k, n_items, seed=99))
+        result = asyncio.run(_drive(base_url, requests, concurrency, k, n_items, seed=1))
+        result["workers"] = workers
+        return result
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def run(args: argparse.Namespace) -> int:
+    artifacts = build_bench_bundle(args.items, BENCH_DIR / f"artifacts-{args.items}")
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    report["engine"] = bench_engine(artifacts, args.clicks, args.k)
+    print(f"engine   {report['engine']['model']} ({args.items} items): advance+top{args.k} "
+          f"p50 {report['engine']['p50_ms']} ms, p99 {report['engine']['p99_ms']} ms, "
+          f"{report['engine']['clicks_per_s_one_thread']} clicks/s on one thread")
+    if not args.engine_only:
+        report["http"] = []
+        for workers in args.workers:
+            http = bench_http(artifacts, args.requests, args.concurrency, workers, args.k,
+                              args.items)
+            report["http"].append(http)
+            print(f"http     POST /sessions/{{id}}/events, {workers} worker(s), "
+                  f"{args.concurrency} clients: {http['clicks_per_s']} clicks/s, "
+                  f"p50 {http['p50_ms']} ms, p99 {http['p99_ms']} ms, errors {http['errors']}, "
+                  f"lost {http['clicks_lost_in_checked_sessions']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bench", help="engine and HTTP click-path latency",
+                                   description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=40_000, help="catalogue size")
+    parser.add_argument("--clicks", type=int, default=2_000, help="engine-only clicks")
+    parser.add_argument("--requests", type=int, default=4_000, help="HTTP requests")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--engine-only", action="store_true")
+    parser.add_argument("--out", default="reports/bench.json")
+    parser.set_defaults(func=run)

@@ -1,0 +1,235 @@
+"""Full-ranking next-item metrics: ranks with an explicit tie policy, accuracy metrics from
+ranks, catalogue coverage / popularity bias from top-K lists, and bucketed breakdowns.
+
+Every metric here is computed against the whole catalogue (all ``n_items`` columns of a
+score row), never against sampled negatives: sampled metrics are known to reorder models
+(Krichene & Rendle, 2020), and the service ranks the full catalogue too.
+
+Ranks are 1-based. Column 0 of a score row is the padding item; it is ``-inf`` by the model
+contract and is excluded from ranking explicitly, so a model that forgets to mask it, or a
+target that scores ``-inf`` itself, cannot move a rank.
+
+The tie policy matters for models that emit many equal scores (``pop`` on a long tail, an
+untrained model, an all-zero user state): counting ties in the model's favour inflates
+Recall@K, so the default is ``pessimistic``.
+
+* ``pessimistic``: rank = 1 + #{j != t : s_j >= s_t}
+* ``optimistic``:  rank = 1 + #{j : s_j > s_t}
+* ``average``:     the mean of the two (ties share the middle rank; may be fractional)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+
+TiePolicy = Literal["pessimistic", "optimistic", "average"]
+TIE_POLICIES: tuple[str, ...] = get_args(TiePolicy)
+
+#: Bucket edges (lower bounds) of the breakdowns the papers report. A label covers
+#: ``[edge_i, edge_{i+1})``; the last bucket is open-ended ("10+").
+POSITION_EDGES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+HISTORY_EDGES: tuple[int, ...] = (0, 1, 2, 3, 5, 10)
+SESSION_LENGTH_EDGES: tuple[int, ...] = (2, 3, 4, 5, 6, 10, 20)
+
+
+def check_tie_policy(tie_policy: str) -> TiePolicy:
+    if tie_policy not in TIE_POLICIES:
+        raise ValueError(f"unknown tie policy {tie_policy!r}; choose one of {', '.join(TIE_POLICIES)}")
+    return tie_policy  # type: ignore[return-value]
+
+
+def check_ks(ks: Iterable[int]) -> tuple[int, ...]:
+    """Sorted, de-duplicated cut-offs; each must be a positive integer."""
+    values = tuple(ks)
+    if not values:
+        raise ValueError("at least one cut-off K is needed")
+    for k in values:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"cut-off K must be a positive integer, got {k!r}")
+    return tuple(sorted({int(k) for k in values}))
+
+
+def rank_targets(scores: Tensor, targets: Tensor, tie_policy: str = "pessimistic") -> Tensor:
+    """1-based rank of each row's target among items ``1..n_items`` (column 0 excluded).
+
+    scores: [B, n_items + 1] float; targets: [B] int64 in ``1..n_items``. One comparison
+    pass over the score matrix per batch (two for ``average``). Returns float64 ranks [B].
+    Raises ``ValueError`` on NaN scores, which would otherwise rank silently as first.
+    """
+    policy = check_tie_policy(tie_policy)
+    if scores.dim() != 2 or targets.dim() != 1 or scores.shape[0] != targets.shape[0]:
+        raise ValueError(f"scores must be [B, n_items + 1] and targets [B]; got "
+                         f"{tuple(scores.shape)} and {tuple(targets.shape)}")
+    if targets.numel() == 0:
+        return torch.zeros(0, dtype=torch.float64, device=scores.device)
+    if int(targets.min()) < 1 or int(targets.max()) >= scores.shape[1]:
+        raise ValueError(f"target items must lie in 1..{scores.shape[1] - 1}; got "
+                         f"{int(targets.min())}..{int(targets.max())}")
+    if bool(torch.isnan(scores[:, 1:]).any()):
+        raise ValueError("model produced NaN scores; cannot rank")
+    body = scores[:, 1:]
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    if policy == "pessimistic":
+        # >= counts the target itself, which supplies the "1 +".
+        ranks = (body >= target_scores).sum(dim=1).to(torch.float64)
+    else:
+        ahead = (body > target_scores).sum(dim=1).to(torch.float64)
+        if policy == "optimistic":
+            ranks = ahead + 1.0
+        else:
+            tied_others = (body == target_scores).sum(dim=1).to(torch.float64) - 1.0
+            ranks = ahead + 1.0 + tied_others / 2.0
+    return ranks
+
+
+def metrics_from_ranks(ranks: np.ndarray | Sequence[float], ks: Iterable[int]) -> dict[str, float]:
+    """Accuracy metrics (fractions in [0, 1]) from 1-based ranks, one target per case.
+
+    ``recall@K`` (= HR@K) = share of ranks <= K; ``mrr@K`` = mean of 1/rank, 0 beyond K;
+    ``ndcg@K`` = mean of 1/log2(rank + 1), 0 beyond K (one relevant item, so IDCG = 1);
+    ``precision@K`` = recall@K / K (one relevant item per list). With no ranks every
+    metric is 0.0 and ``n`` is 0 (JSON has no NaN).
+    """
+    values = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    n = int(values.size)
+    for k in check_ks(ks):
+        if n == 0:
+            recall = mrr = ndcg = 0.0
+        else:
+            hit = values <= k
+            recall = float(hit.mean())
+            mrr = float(np.where(hit, 1.0 / values, 0.0).mean())
+            ndcg = float(np.where(hit, 1.0 / np.log2(values + 1.0), 0.0).mean())
+        out[f"recall@{k}"] = recall
+        out[f"mrr@{k}"] = mrr
+        out[f"ndcg@{k}"] = ndcg
+        out[f"precision@{k}"] = recall / k
+    out["n"] = n
+    return out
+
+
+def popularity_percentiles(counts: np.ndarray) -> np.ndarray:
+    """Mid-rank popularity percentile of each item from its training click count.
+
+    counts: [n_items + 1] with index 0 = padding. Returns float64 [n_items + 1] in [0, 1]:
+    ``(#items less popular + 0.5 * #other items equally popular + 0.5) / n_items``, so 1.0
+    means "the most popular item", ~0.5 the median item, and ties share one value. A
+    percentile (rather than a raw count) keeps ``popularity@K`` comparable across datasets
+    with very different click volumes. Index 0 gets 0.
+    """
+    body = np.asarray(counts[1:], dtype=np.float64)
+    n = body.size
+    out = np.zeros(n + 1, dtype=np.float64)
+    if n == 0:
+        return out
+    ordered = np.sort(body)
+    less = np.searchsorted(ordered, body, side="left")
+    less_or_equal = np.searchsorted(ordered, body, side="right")
+    out[1:] = (less + 0.5 * (less_or_equal - less)) / n
+    return out
+
+
+class TopKTracker:
+    """Accumulates the top-K lists the model would serve, for ``coverage@K`` (share of the
+    catalogue that appears in at least one top-K list) and ``popularity@K`` (mean
+    popularity percentile over all recommended slots; see ``popularity_percentiles``).
+
+    Ties inside a top-K list are broken by ``torch.topk`` (arbitrarily), as a server would.
+    Lives on the scores' device so the per-batch update never leaves the GPU.
+    """
+
+    def __init__(self, n_items: int, ks: Iterable[int], percentiles: np.ndarray,
+                 device: torch.device | None = None):
+        if percentiles.shape != (n_items + 1,):
+            raise ValueError(f"percentiles must have shape ({n_items + 1},), got {percentiles.shape}")
+        self.n_items = n_items
+        self.ks = check_ks(ks)
+        self.k_max = min(max(self.ks), n_items)
+        self.percentiles = torch.as_tensor(percentiles, dtype=torch.float64, device=device)
+        self.seen = {k: torch.zeros(n_items + 1, dtype=torch.bool, device=device) for k in self.ks}
+        self.popularity_sum = dict.fromkeys(self.ks, 0.0)
+        self.slots = dict.fromkeys(self.ks, 0)
+
+    def update(self, scores: Tensor) -> None:
+        if scores.shape[0] == 0 or self.k_max == 0:
+            return
+        top = torch.topk(scores[:, 1:], self.k_max, dim=1, sorted=True).indices + 1
+        for k in self.ks:
+            chosen = top[:, : min(k, self.k_max)].reshape(-1)
+            self.seen[k][chosen] = True
+            self.popularity_sum[k] += float(self.percentiles[chosen].sum())
+            self.slots[k] += int(chosen.numel())
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for k in self.ks:
+            out[f"coverage@{k}"] = (float(self.seen[k][1:].sum()) / self.n_items
+                                    if self.n_items else 0.0)
+            out[f"popularity@{k}"] = (self.popularity_sum[k] / self.slots[k]
+                                      if self.slots[k] else 0.0)
+        return out
+
+
+def bucket_labels(edges: Sequence[int]) -> list[str]:
+    """Human labels of ``[edge_i, edge_{i+1})`` buckets: "3", "3-4", and "10+" for the last."""
+    labels = []
+    for i, low in enumerate(edges):
+        if i == len(edges) - 1:
+            labels.append(f"{low}+")
+        else:
+            high = edges[i + 1] - 1
+            labels.append(str(low) if high == low else f"{low}-{high}")
+    return labels
+
+
+def bucketize(values: np.ndarray, edges: Sequence[int]) -> np.ndarray:
+    """Bucket index of each value (``-1`` for values below the first edge)."""
+    return np.searchsorted(np.asarray(edges), np.asarray(values), side="right") - 1
+
+
+def breakdown(ranks: np.ndarray, values: np.ndarray, edges: Sequence[int],
+              ks: Iterable[int]) -> list[dict[str, Any]]:
+    """Recall@K / MRR@K / NDCG@K per bucket of ``values`` (one value per ranked case).
+
+    Returns one JSON-ready row per non-empty bucket, in bucket order:
+    ``{"bucket": "3-4", "low": 3, "n": 120, "recall@5": ..., "mrr@5": ..., ...}``.
+    Values below the first edge get their own leading bucket (e.g. position 0, scored
+    before any click of the session) rather than disappearing.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    values = np.asarray(values)
+    cut_offs = check_ks(ks)
+    index = bucketize(values, edges)
+    labels = bucket_labels(edges)
+    rows: list[dict[str, Any]] = []
+    if (index < 0).any():
+        below = values[index < 0]
+        low, high = int(below.min()), int(below.max())
+        label = str(low) if low == high else f"{low}-{high}"
+        rows.append(_bucket_row(label, low, ranks[index < 0], cut_offs))
+    for i, label in enumerate(labels):
+        mask = index == i
+        if mask.any():
+            rows.append(_bucket_row(label, int(edges[i]), ranks[mask], cut_offs))
+    return rows
+
+
+def _bucket_row(label: str, low: int, ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, Any]:
+    scores = metrics_from_ranks(ranks, ks)
+    row: dict[str, Any] = {"bucket": label, "low": low, "n": int(ranks.size)}
+    for k in ks:
+        for name in ("recall", "mrr", "ndcg"):
+            row[f"{name}@{k}"] = scores[f"{name}@{k}"]
+    return row
+
+
+def finite_or_zero(value: float) -> float:
+    """JSON-safe float (NaN / inf become 0.0)."""
+    return value if math.isfinite(value) else 0.0
