@@ -1,0 +1,7 @@
+-- Erase a session's keys when it belongs to the given user (session slot).
+-- KEYS[1] meta, KEYS[2] clicks, KEYS[3] state; ARGV[1] user id. Returns 1 if erased.
+if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1

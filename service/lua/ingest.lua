@@ -1,0 +1,129 @@
+-- Append one request's events to a session (all keys in the session's hash slot).
+--
+-- KEYS[1] meta hash, KEYS[2] click list, KEYS[3] state hash,
+-- KEYS[4..] idempotency keys, one per event that carries an event_id, in event order.
+-- ARGV[1] idle timeout (s)     ARGV[2] session TTL (s)    ARGV[3] max clicks kept
+-- ARGV[4] event-id TTL (s)     ARGV[5] state field (model@version)
+-- ARGV[6] user id ('' = none)  ARGV[7] '1' = also return the whole click list
+-- ARGV[8] number of events, then per event: has_event_key ('1'/'0'), timestamp, item id
+--
+-- Returns {status, gen, user_id, accepted, duplicates, total, started_at, last_event_at,
+--          state_blob|false, state_n, unfolded_clicks, all_clicks, new_generation}
+-- status: 'ok' | 'rollover' (idle gap: the caller closes the session and retries; nothing
+-- was written) | 'conflict' (the session belongs to another user; nothing was written).
+local idle = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local max_clicks = tonumber(ARGV[3])
+local event_ttl = tonumber(ARGV[4])
+local field = ARGV[5]
+local user = ARGV[6]
+local want_all = ARGV[7] == '1'
+local n_events = tonumber(ARGV[8])
+
+local meta = redis.call('HMGET', KEYS[1], 'gen', 'status', 'user_id', 'last_event_at')
+local exists = meta[1] ~= false
+local gen = tonumber(meta[1]) or 0
+local status = meta[2] or ''
+local meta_user = meta[3] or ''
+local last = tonumber(meta[4])
+
+-- 1. Split duplicates (event id seen before, or twice in this request) from new events.
+local fresh = {}
+local duplicates = 0
+local seen = {}
+local key_index = 4
+for i = 0, n_events - 1 do
+  local base = 9 + i * 3
+  local key = false
+  if ARGV[base] == '1' then
+    key = KEYS[key_index]
+    key_index = key_index + 1
+  end
+  if key and (seen[key] or redis.call('EXISTS', key) == 1) then
+    duplicates = duplicates + 1
+  else
+    if key then seen[key] = true end
+    fresh[#fresh + 1] = {key, ARGV[base + 1], ARGV[base + 2]}
+  end
+end
+
+-- 2. Decide where the fresh events go before writing anything.
+local new_generation = 0
+if #fresh > 0 then
+  if exists and status == 'open' then
+    if user ~= '' and meta_user ~= '' and user ~= meta_user then
+      return {'conflict', gen, meta_user}
+    end
+    if last and tonumber(fresh[1][2]) - last > idle then
+      return {'rollover', gen, meta_user}
+    end
+    if meta_user == '' and user ~= '' then
+      redis.call('HSET', KEYS[1], 'user_id', user)
+      meta_user = user
+    end
+  else
+    -- A new session, or a new generation of a closed one: clicks and states restart.
+    gen = gen + 1
+    new_generation = 1
+    redis.call('DEL', KEYS[2], KEYS[3])
+    redis.call('HDEL', KEYS[1], 'closed_at')
+    redis.call('HSET', KEYS[1], 'gen', gen, 'status', 'open', 'user_id', user,
+               'started_at', fresh[1][2], 'last_event_at', fresh[1][2], 'total', 0)
+    meta_user = user
+    last = nil
+  end
+
+  -- 3. Append in arrival order; last_event_at is the maximum timestamp seen.
+  local newest = last
+  local newest_text = nil
+  for _, event in ipairs(fresh) do
+    if event[1] then
+      redis.call('SET', event[1], gen, 'EX', event_ttl, 'NX')
+    end
+    redis.call('RPUSH', KEYS[2], event[2] .. '\t' .. event[3])
+    local ts = tonumber(event[2])
+    if newest == nil or ts > newest then
+      newest = ts
+      newest_text = event[2]
+    end
+  end
+  redis.call('LTRIM', KEYS[2], -max_clicks, -1)
+  redis.call('HINCRBY', KEYS[1], 'total', #fresh)
+  if newest_text then
+    redis.call('HSET', KEYS[1], 'last_event_at', newest_text)
+  end
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+
+if not exists and #fresh == 0 then
+  return {'ok', 0, '', 0, duplicates, 0, '', '', false, 0, {}, {}, 0}
+end
+
+-- 4. What the caller needs to bring the model's cached state up to date.
+local info = redis.call('HMGET', KEYS[1], 'total', 'started_at', 'last_event_at')
+local total = tonumber(info[1]) or 0
+local cached = redis.call('HMGET', KEYS[3], field, field .. '#n')
+local blob = cached[1]
+local folded = tonumber(cached[2]) or 0
+local held = redis.call('LLEN', KEYS[2])
+local missing = total - folded
+local unfolded
+if blob == false or missing > held or missing < 0 then
+  -- No usable cache (new model version, or more clicks missed than the list holds):
+  -- the caller rebuilds from the clicks the list still holds.
+  blob = false
+  folded = 0
+  unfolded = redis.call('LRANGE', KEYS[2], 0, -1)
+elseif missing == 0 then
+  unfolded = {}
+else
+  unfolded = redis.call('LRANGE', KEYS[2], -missing, -1)
+end
+local all = {}
+if want_all then
+  all = redis.call('LRANGE', KEYS[2], 0, -1)
+end
+return {'ok', gen, meta_user, #fresh, duplicates, total, info[2] or '', info[3] or '',
+        blob, folded, unfolded, all, new_generation}

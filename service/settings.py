@@ -1,0 +1,95 @@
+"""Service configuration, read from ``NEXTCLICK_*`` environment variables.
+
+Nothing is created at import time: ``Settings()`` is built by the CLI or by the caller of
+``create_app`` so tests can pass their own values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a,b`` as well as a JSON list for list-valued environment variables."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every tunable of the online service. Durations are seconds."""
+
+    model_config = SettingsConfigDict(env_prefix="NEXTCLICK_", extra="ignore")
+
+    # --- where things are ---------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://, rediss:// (TLS), unix:// or redis+cluster://; "
+        "None starts an embedded redis-server under data_dir/redis.")
+    artifacts_dir: Path = Path("artifacts")
+    data_dir: Path = Path("var")
+    default_model: str | None = None
+    providers: Annotated[list[str] | None, NoDecode] = None
+    intra_op_threads: int | None = Field(default=None, ge=1)
+    inference_threads: int = Field(default=4, ge=1, le=256,
+                                   description="thread pool running ONNX inference")
+
+    # --- session / user lifecycle ----------------------------------------------------
+    session_idle_timeout: float = Field(default=1800.0, gt=0)
+    session_ttl: int = Field(default=7 * 24 * 3600, gt=0)
+    user_ttl: int = Field(default=180 * 24 * 3600, gt=0)
+    max_session_clicks: int = Field(default=200, ge=1, le=100_000)
+    max_user_history: int = Field(default=50, ge=1, le=10_000)
+    max_closed_tracked: int = Field(default=1024, ge=1,
+                                    description="closed sessions remembered per user "
+                                    "for exactly-once folding")
+    event_id_ttl: int = Field(default=24 * 3600, gt=0)
+
+    # --- request limits ---------------------------------------------------------------
+    max_k: int = Field(default=100, ge=1, le=10_000)
+    default_k: int = Field(default=20, ge=1)
+    max_events_per_request: int = Field(default=10, ge=1, le=1000)
+    max_body_bytes: int = Field(default=64 * 1024, ge=256)
+    id_max_length: int = Field(default=128, ge=1, le=1024)
+    api_keys: Annotated[list[str] | None, NoDecode] = None
+
+    # --- redis client ---------------------------------------------------------------
+    redis_socket_timeout: float = Field(default=2.0, gt=0)
+    redis_health_check_interval: int = Field(default=15, ge=0)
+    redis_max_connections: int = Field(default=256, ge=1)
+
+    # --- server -------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=256)
+
+    @field_validator("providers", "api_keys", mode="before")
+    @classmethod
+    def _lists_from_env(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("redis_url", "default_model", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.session_ttl <= self.session_idle_timeout:
+            raise ValueError(
+                "session_ttl must be longer than session_idle_timeout, so an idle session "
+                "still exists when its user returns and it can be folded into the user")
+        if self.default_k > self.max_k:
+            raise ValueError("default_k must not exceed max_k")
+        if self.api_keys is not None and not self.api_keys:
+            self.api_keys = None
+        return self
