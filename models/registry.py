@@ -46,5 +46,6 @@ def build(name: str, n_items: int, n_users: int, **overrides: Any) -> SessionMod
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     unknown = set(overrides) - fields
     if unknown:
-        raise ValueError(f"{name}: unknown config fields {sorted(unknown)}; known: {sorted(fields)}")
+        raise ValueError(
+            f"{name}: unknown config fields {sorted(unknown)}; known: {sorted(fields)}")
     return cls(n_items, n_users, cls.config_class(**overrides))

@@ -1,0 +1,147 @@
+"""GRU4Rec: session-based recommendation with a GRU over the clicks of a session.
+
+Paper: B. Hidasi, A. Karatzoglou, L. Baltrunas, D. Tikk. "Session-based Recommendations
+with Recurrent Neural Networks", ICLR 2016 — the "RNN" baseline of Quadrana et al.,
+RecSys 2017. Defaults follow the authors' reference implementation (layers [100], batch
+50, TOP1, Adagrad, learning rate 0.05, momentum 0, hidden dropout 0.5, one-hot input).
+
+Model (per session, clicks i_1..i_n)::
+
+    h_0 = 0
+    h_t = GRU(x(i_t), h_{t-1})             x(i) = one-hot(i) W_x  (an item table)
+    r_t = W_out h_t + b_out                 scores for every item, [n_items + 1]
+
+Training: session-parallel mini-batches (B rows, each row plays one session after the
+other; a row's hidden state is reset to 0 when its next session starts); at every step the
+other rows' targets are the negatives of the ranking loss:
+TOP1 (sec. 3.1.3) ``L = 1/N_S sum_j sigmoid(r_j - r_i) + sigmoid(r_j^2)``, BPR-max
+(Hidasi & Karatzoglou 2018) or cross-entropy.
+
+Deviations from the paper:
+- ``ce`` is a full softmax over all items (the reference code's cross-entropy is a softmax
+  over the in-batch targets only); TOP1 / BPR-max use in-batch negatives as in the paper,
+  without the extra popularity-sampled negatives of GRU4Rec v2.
+- The diagonal (j = i) is excluded from TOP1's mean instead of being subtracted afterwards.
+- Backpropagation is truncated at batch boundaries (``training.batching`` yields chunks of
+  ``bptt`` steps, default 1 = the reference code) and the carried state is detached.
+- ``score`` returns the output logits; the tanh final activation used with TOP1 is
+  monotone, so rankings are identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.base import ModelConfig, SessionModel, State, StateSpec
+from models.gru_cell import LOSSES, ParallelSteps, StackedGRU, ranking_loss
+from models.registry import register
+
+
+@dataclass
+class GRU4RecConfig(ModelConfig):
+    hidden_size: int = 100          # GRU units (paper: 100 for the HRNN comparison)
+    num_layers: int = 1
+    embedding_dim: int = 0          # 0 = one-hot input (an item table of width 3*hidden)
+    dropout_hidden: float = 0.5     # dropout on the hidden state (reference code default)
+    dropout_embedding: float = 0.0
+    loss: str = "top1"              # "top1" | "bpr-max" | "ce"
+    bpreg: float = 1.0              # BPR-max score regularisation
+    # training (read by training.train)
+    batch_size: int = 50
+    bptt: int = 1                   # steps per optimiser update
+    optimizer: str = "adagrad"
+    learning_rate: float = 0.05
+    momentum: float = 0.0
+    epochs: int = 10
+
+
+def init_uniform_(module: nn.Module) -> None:
+    """The reference code's initialisation: U(-s, s), s = sqrt(6 / (fan_in + fan_out)),
+    biases zero."""
+    for param in module.parameters():
+        if not param.requires_grad:
+            continue
+        if param.dim() < 2:
+            nn.init.zeros_(param)
+        else:
+            bound = (6.0 / (param.shape[0] + param.shape[1])) ** 0.5
+            nn.init.uniform_(param, -bound, bound)
+
+
+@register
+class GRU4Rec(SessionModel):
+    name = "gru4rec"
+    config_class = GRU4RecConfig
+    batching = "session-parallel"
+    config: GRU4RecConfig
+
+    def __init__(self, n_items: int, n_users: int, config: ModelConfig | None = None):
+        super().__init__(n_items, n_users, config)
+        cfg = self.config
+        if cfg.loss not in LOSSES:
+            raise ValueError(f"gru4rec: loss must be one of {LOSSES}, got {cfg.loss!r}")
+        one_hot = cfg.embedding_dim == 0
+        input_size = 3 * cfg.hidden_size if one_hot else cfg.embedding_dim
+        self.item_input = nn.Embedding(n_items + 1, input_size, padding_idx=0)   # [N+1, D]
+        self.gru = StackedGRU(input_size, cfg.hidden_size, cfg.num_layers, identity_input=one_hot)
+        self.output_weight = nn.Parameter(torch.empty(n_items + 1, cfg.hidden_size))  # [N+1, H]
+        self.output_bias = nn.Parameter(torch.zeros(n_items + 1))                    # [N+1]
+        init_uniform_(self)
+        self._train_carry: Tensor | None = None
+
+    # ---- state --------------------------------------------------------------------
+    def state_spec(self) -> list[StateSpec]:
+        return [StateSpec("session_hidden", (self.gru.state_size,), "float32", "session")]
+
+    # ---- serving --------------------------------------------------------------------
+    def _embed(self, items: Tensor) -> Tensor:
+        return F.dropout(self.item_input(items), self.config.dropout_embedding, self.training)
+
+    def advance(self, item: Tensor, state: State) -> State:
+        hidden = state["session_hidden"]                                   # [B, L*H]
+        new = self.gru.step(self._embed(item), hidden, self.config.dropout_hidden)
+        keep = (item != 0).unsqueeze(1)                                    # [B, 1]
+        return {"session_hidden": torch.where(keep, new, hidden)}
+
+    def score(self, state: State) -> Tensor:
+        top = self.gru.top(state["session_hidden"])                        # [B, H]
+        return self.mask_padding(top @ self.output_weight.T + self.output_bias)  # [B, N+1]
+
+    # ---- training ---------------------------------------------------------------
+    def forward(self, items: Tensor, state: State) -> Tensor:
+        """items: [B, T] -> scores [B, T, N+1] via the fused ``nn.GRU``."""
+        top = self.gru.sequence(self._embed(items), state["session_hidden"], items != 0)
+        scores = top @ self.output_weight.T + self.output_bias             # [B, T, N+1]
+        return self.mask_padding(scores.flatten(0, 1)).view_as(scores)
+
+    def loss(self, batch: Any) -> Tensor:
+        """Mean ranking loss over a session-parallel chunk (``ParallelSteps``).
+
+        The hidden state of every row is carried from the previous chunk of the same
+        epoch (detached: truncated BPTT) in ``_train_carry``; rows whose session starts
+        at a step are reset to zeros there, so the first chunk of an epoch (all rows
+        starting) needs no explicit reset."""
+        steps: ParallelSteps = batch
+        rows, length = steps.items.shape
+        hidden = self._train_carry
+        if hidden is None or hidden.shape[0] != rows or hidden.device != steps.items.device:
+            hidden = torch.zeros(rows, self.gru.state_size, device=steps.items.device)
+        losses = []
+        for t in range(length):
+            hidden = torch.where(steps.session_start[:, t].unsqueeze(1),
+                                 torch.zeros_like(hidden), hidden)
+            hidden = self.advance(steps.items[:, t], {"session_hidden": hidden})["session_hidden"]
+            step_loss = ranking_loss(self.gru.top(hidden), steps.targets[:, t],
+                                     self.output_weight, self.output_bias,
+                                     self.config.loss, self.config.bpreg)
+            if step_loss is not None:
+                losses.append(step_loss)
+        self._train_carry = hidden.detach()
+        if not losses:  # no step had enough targets: nothing to learn from this chunk
+            return torch.zeros((), device=steps.items.device)
+        return torch.stack(losses).mean()
