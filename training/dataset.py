@@ -88,7 +88,8 @@ class PreparedDataset:
         test_path = root / "test.parquet"
         test = (pl.read_parquet(test_path).cast(TEST_SCHEMA)  # type: ignore[arg-type]
                 if test_path.exists() else pl.DataFrame(schema=TEST_SCHEMA))
-        stats = json.loads((root / "stats.json").read_text()) if (root / "stats.json").exists() else {}
+        stats_path = root / "stats.json"
+        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         return cls(train, test, _read_vocab(root / "items.txt"), _read_vocab(root / "users.txt"),
                    stats, root)
 

@@ -20,7 +20,6 @@ Recall@K, so the default is ``pessimistic``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, get_args
 
@@ -40,7 +39,8 @@ SESSION_LENGTH_EDGES: tuple[int, ...] = (2, 3, 4, 5, 6, 10, 20)
 
 def check_tie_policy(tie_policy: str) -> TiePolicy:
     if tie_policy not in TIE_POLICIES:
-        raise ValueError(f"unknown tie policy {tie_policy!r}; choose one of {', '.join(TIE_POLICIES)}")
+        raise ValueError(f"unknown tie policy {tie_policy!r}; "
+                         f"choose one of {', '.join(TIE_POLICIES)}")
     return tie_policy  # type: ignore[return-value]
 
 
@@ -55,12 +55,33 @@ def check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted({int(k) for k in values}))
 
 
-def rank_targets(scores: Tensor, targets: Tensor, tie_policy: str = "pessimistic") -> Tensor:
+_COMPARE = {"ge": (np.greater_equal, torch.ge), "gt": (np.greater, torch.gt),
+            "eq": (np.equal, torch.eq)}
+
+
+def _count_per_row(body: Tensor, target_scores: Tensor, op: str) -> Tensor:
+    """#{j : body[b, j] <op> target_scores[b]} as float64 [B], in one pass.
+
+    On CPU this goes through numpy (zero-copy): its compare + count_nonzero is several
+    times faster than torch's bool reduction there, and this pass is the cost of ranking
+    a 40k-item catalogue."""
+    numpy_op, torch_op = _COMPARE[op]
+    if body.device.type == "cpu" and body.dtype in (torch.float32, torch.float64):
+        counts = np.count_nonzero(numpy_op(body.detach().numpy(),
+                                           target_scores.detach().numpy()), axis=1)
+        return torch.from_numpy(counts.astype(np.float64))
+    return torch_op(body, target_scores).sum(dim=1).to(torch.float64)
+
+
+def rank_targets(scores: Tensor, targets: Tensor, tie_policy: str = "pessimistic",
+                 check_nan: bool = True) -> Tensor:
     """1-based rank of each row's target among items ``1..n_items`` (column 0 excluded).
 
     scores: [B, n_items + 1] float; targets: [B] int64 in ``1..n_items``. One comparison
     pass over the score matrix per batch (two for ``average``). Returns float64 ranks [B].
-    Raises ``ValueError`` on NaN scores, which would otherwise rank silently as first.
+    Raises ``ValueError`` on NaN scores, which would otherwise rank silently: a NaN target
+    score is always checked; ``check_nan=False`` skips the full-matrix scan (the evaluator
+    does, because ``TopKTracker`` sees any NaN at the head of its top-K lists anyway).
     """
     policy = check_tie_policy(tie_policy)
     if scores.dim() != 2 or targets.dim() != 1 or scores.shape[0] != targets.shape[0]:
@@ -71,21 +92,18 @@ def rank_targets(scores: Tensor, targets: Tensor, tie_policy: str = "pessimistic
     if int(targets.min()) < 1 or int(targets.max()) >= scores.shape[1]:
         raise ValueError(f"target items must lie in 1..{scores.shape[1] - 1}; got "
                          f"{int(targets.min())}..{int(targets.max())}")
-    if bool(torch.isnan(scores[:, 1:]).any()):
-        raise ValueError("model produced NaN scores; cannot rank")
     body = scores[:, 1:]
     target_scores = scores.gather(1, targets.view(-1, 1))
+    if bool(torch.isnan(target_scores).any()) or (check_nan and bool(torch.isnan(body).any())):
+        raise ValueError("model produced NaN scores; cannot rank")
     if policy == "pessimistic":
         # >= counts the target itself, which supplies the "1 +".
-        ranks = (body >= target_scores).sum(dim=1).to(torch.float64)
-    else:
-        ahead = (body > target_scores).sum(dim=1).to(torch.float64)
-        if policy == "optimistic":
-            ranks = ahead + 1.0
-        else:
-            tied_others = (body == target_scores).sum(dim=1).to(torch.float64) - 1.0
-            ranks = ahead + 1.0 + tied_others / 2.0
-    return ranks
+        return _count_per_row(body, target_scores, "ge")
+    ahead = _count_per_row(body, target_scores, "gt")
+    if policy == "optimistic":
+        return ahead + 1.0
+    tied_others = _count_per_row(body, target_scores, "eq") - 1.0
+    return ahead + 1.0 + tied_others / 2.0
 
 
 def metrics_from_ranks(ranks: np.ndarray | Sequence[float], ks: Iterable[int]) -> dict[str, float]:
@@ -148,32 +166,38 @@ class TopKTracker:
     def __init__(self, n_items: int, ks: Iterable[int], percentiles: np.ndarray,
                  device: torch.device | None = None):
         if percentiles.shape != (n_items + 1,):
-            raise ValueError(f"percentiles must have shape ({n_items + 1},), got {percentiles.shape}")
+            raise ValueError(f"percentiles must have shape ({n_items + 1},), "
+                             f"got {percentiles.shape}")
         self.n_items = n_items
         self.ks = check_ks(ks)
         self.k_max = min(max(self.ks), n_items)
-        self.percentiles = torch.as_tensor(percentiles, dtype=torch.float64, device=device)
-        self.seen = {k: torch.zeros(n_items + 1, dtype=torch.bool, device=device) for k in self.ks}
-        self.popularity_sum = dict.fromkeys(self.ks, 0.0)
-        self.slots = dict.fromkeys(self.ks, 0)
+        self.percentiles = np.asarray(percentiles, dtype=np.float64)
+        # How often each item was recommended: integer counts, so the summary does not
+        # depend on batch size or order (float sums would, in the last bits).
+        self.recommended = {k: torch.zeros(n_items + 1, dtype=torch.int64, device=device)
+                            for k in self.ks}
 
     def update(self, scores: Tensor) -> None:
         if scores.shape[0] == 0 or self.k_max == 0:
             return
-        top = torch.topk(scores[:, 1:], self.k_max, dim=1, sorted=True).indices + 1
+        values, top = torch.topk(scores[:, 1:], self.k_max, dim=1, sorted=True)
+        # topk orders NaN above everything, so a NaN anywhere in a row shows up here.
+        if bool(torch.isnan(values[:, 0]).any()):
+            raise ValueError("model produced NaN scores; cannot rank")
+        top = top + 1
         for k in self.ks:
             chosen = top[:, : min(k, self.k_max)].reshape(-1)
-            self.seen[k][chosen] = True
-            self.popularity_sum[k] += float(self.percentiles[chosen].sum())
-            self.slots[k] += int(chosen.numel())
+            self.recommended[k].index_add_(0, chosen, torch.ones_like(chosen))
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for k in self.ks:
-            out[f"coverage@{k}"] = (float(self.seen[k][1:].sum()) / self.n_items
+            counts = self.recommended[k].cpu().numpy()
+            slots = int(counts.sum())
+            out[f"coverage@{k}"] = (float((counts[1:] > 0).sum()) / self.n_items
                                     if self.n_items else 0.0)
-            out[f"popularity@{k}"] = (self.popularity_sum[k] / self.slots[k]
-                                      if self.slots[k] else 0.0)
+            out[f"popularity@{k}"] = (float(counts @ self.percentiles) / slots
+                                      if slots else 0.0)
         return out
 
 
@@ -228,8 +252,3 @@ def _bucket_row(label: str, low: int, ranks: np.ndarray, ks: tuple[int, ...]) ->
         for name in ("recall", "mrr", "ndcg"):
             row[f"{name}@{k}"] = scores[f"{name}@{k}"]
     return row
-
-
-def finite_or_zero(value: float) -> float:
-    """JSON-safe float (NaN / inf become 0.0)."""
-    return value if math.isfinite(value) else 0.0

@@ -1,0 +1,506 @@
+"""Full-ranking evaluation through the serving interface, with the HRNN protocol replay.
+
+Evaluation drives a model only through the methods the service uses (``init_user_state``,
+``start_session``, ``advance``, ``score``, ``end_session``), so the numbers measure exactly
+what is served, not a training-path shortcut.
+
+Protocol (Quadrana et al., 2017, generalised to every model):
+
+* target sessions: ``test.parquet`` rows for ``split="test"``; the ``valid`` rows of
+  ``train.parquet`` for ``split="valid"`` (there every click after the first is a target,
+  the protocol the valid sessions were carved with);
+* a user's history: all of their training sessions, in order, for ``test``; their
+  non-valid training sessions that come *before* the target session for ``valid`` (so
+  early stopping never peeks at later sessions). Anonymous sessions (user 0) have none;
+* replay: the history sessions are folded into the user state (``start_session`` ->
+  ``advance`` per click -> ``end_session``), then the target session is stepped click by
+  click, and before every click flagged ``target`` the state is scored over the full
+  catalogue and the true item ranked (see ``training.metrics``).
+
+Batching is user-parallel: a batch holds up to ``batch_size`` target sessions (sorted by
+history and session length so batches are dense), their k-th history sessions are replayed
+side by side, and rows that have run out of history or clicks keep their state (padding
+item 0 is a no-op for ``advance``; ``end_session`` is applied only to rows that really have
+a k-th session). Models without user-scoped state skip the history replay entirely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from models.base import SessionModel, State
+from training.dataset import PreparedDataset
+from training.metrics import (
+    HISTORY_EDGES,
+    POSITION_EDGES,
+    SESSION_LENGTH_EDGES,
+    TIE_POLICIES,
+    TopKTracker,
+    breakdown,
+    check_ks,
+    check_tie_policy,
+    metrics_from_ranks,
+    popularity_percentiles,
+    rank_targets,
+)
+
+Split = Literal["test", "valid"]
+
+#: Below this share of live rows a replay step runs on the live rows only (gather ->
+#: step -> scatter) instead of stepping the whole batch with padding.
+_SUBSET_BELOW = 0.5
+
+
+# ---- sessions as flat arrays -----------------------------------------------------------
+
+@dataclass
+class _Sessions:
+    """Sessions of one frame as flat numpy arrays: the clicks of session ``s`` are
+    ``items[offsets[s]:offsets[s + 1]]``; ``row`` is the session's first row in its file
+    (file order is user, then session start, so it orders a user's sessions)."""
+
+    session: np.ndarray  # int64 [S] dataset session index
+    user: np.ndarray  # int64 [S]
+    row: np.ndarray  # int64 [S]
+    offsets: np.ndarray  # int64 [S + 1]
+    items: np.ndarray  # int64 [clicks]
+    targets: np.ndarray  # bool [clicks]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return int(self.session.size)
+
+    def padded(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Items and target flags of sessions ``index`` right-padded with 0 / False."""
+        starts = self.offsets[index]
+        lengths = self.offsets[index + 1] - starts
+        width = int(lengths.max()) if lengths.size else 0
+        columns = np.arange(width)
+        live = columns[None, :] < lengths[:, None]
+        flat = np.where(live, starts[:, None] + columns[None, :], 0)
+        if self.items.size == 0:
+            return np.zeros(live.shape, np.int64), live
+        return np.where(live, self.items[flat], 0), live & self.targets[flat]
+
+
+def _group_sessions(frame: pl.DataFrame, target_column: str | None) -> _Sessions:
+    """Group a dataset frame (with a ``_row`` column) into ``_Sessions``. With no
+    ``target_column`` every click after a session's first is a target."""
+    if frame.height == 0:
+        empty = np.zeros(0, np.int64)
+        return _Sessions(empty, empty, empty, np.zeros(1, np.int64), empty, np.zeros(0, bool))
+    aggregations = [pl.col("user").first(), pl.col("_row").first(), pl.col("item")]
+    if target_column is not None:
+        aggregations.append(pl.col(target_column))
+    grouped = frame.group_by("session", maintain_order=True).agg(aggregations)
+    lengths = grouped["item"].list.len().to_numpy().astype(np.int64)
+    offsets = np.zeros(lengths.size + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    items = grouped["item"].explode().to_numpy().astype(np.int64)
+    if target_column is not None:
+        targets = grouped[target_column].explode().to_numpy().astype(bool)
+    else:
+        targets = (np.arange(items.size) - np.repeat(offsets[:-1], lengths)) > 0
+    return _Sessions(
+        session=grouped["session"].to_numpy().astype(np.int64),
+        user=grouped["user"].to_numpy().astype(np.int64),
+        row=grouped["_row"].to_numpy().astype(np.int64),
+        offsets=offsets, items=items, targets=targets)
+
+
+def _check_items(frame: pl.DataFrame, n_items: int, where: str) -> None:
+    if frame.height == 0:
+        return
+    low, high = frame["item"].min(), frame["item"].max()
+    if low is None or high is None or int(low) < 0 or int(high) > n_items:  # type: ignore[arg-type]
+        bad = frame.filter((pl.col("item") < 0) | (pl.col("item") > n_items)).row(0, named=True)
+        raise ValueError(f"{where}: item index {bad['item']} (session {bad['session']}) is "
+                         f"outside 0..{n_items}, the model's catalogue; was the model trained "
+                         f"on this dataset?")
+
+
+@dataclass
+class _Cases:
+    """Target sessions plus, per target, the contiguous range of its history sessions."""
+
+    targets: _Sessions
+    history: _Sessions  # sorted by (user, row); only users != 0
+    history_start: np.ndarray  # int64 [cases]
+    history_count: np.ndarray  # int64 [cases]
+    popularity: np.ndarray  # float64 [n_items + 1] percentile of the fitting clicks
+
+
+def _build_cases(dataset: PreparedDataset, split: Split, n_items: int) -> _Cases:
+    train = dataset.train.with_row_index("_row")
+    if split == "test":
+        _check_items(dataset.test, n_items, "test.parquet")
+        target_frame = dataset.test.with_row_index("_row")
+        targets = _group_sessions(target_frame, "target")
+        history_frame = train
+    elif split == "valid":
+        target_frame = train.filter(pl.col("valid"))
+        targets = _group_sessions(target_frame, None)
+        history_frame = train.filter(~pl.col("valid"))
+    else:
+        raise ValueError(f"split must be 'test' or 'valid', got {split!r}")
+    _check_items(dataset.train, n_items, "train.parquet")
+
+    counts = np.bincount(history_frame["item"].to_numpy().astype(np.int64),
+                         minlength=n_items + 1)[: n_items + 1]
+    history = _group_sessions(history_frame.filter(pl.col("user") != 0), None)
+    order = np.lexsort((history.row, history.user))
+    if len(history) and not np.array_equal(order, np.arange(len(history))):
+        history = _reorder(history, order)
+
+    # A user's history is one contiguous run of the (user, row)-sorted sessions.
+    start = np.searchsorted(history.user, targets.user, side="left")
+    if split == "test":
+        stop = np.searchsorted(history.user, targets.user, side="right")
+    else:
+        stride = int(max(history.row.max(initial=0), targets.row.max(initial=0))) + 1
+        keys = history.user * stride + history.row
+        stop = np.searchsorted(keys, targets.user * stride + targets.row, side="left")
+    count = np.where(targets.user != 0, stop - start, 0).astype(np.int64)
+    return _Cases(targets, history, start.astype(np.int64), count, popularity_percentiles(counts))
+
+
+def _reorder(sessions: _Sessions, order: np.ndarray) -> _Sessions:
+    lengths = sessions.lengths[order]
+    offsets = np.zeros(order.size + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+    take = np.repeat(sessions.offsets[order], lengths) + within
+    return _Sessions(sessions.session[order], sessions.user[order], sessions.row[order],
+                     offsets, sessions.items[take], sessions.targets[take])
+
+
+# ---- results ------------------------------------------------------------------------
+
+@dataclass
+class RankedTargets:
+    """One entry per scored target event, in (target session file order, click order):
+    what significance tests and custom breakdowns need."""
+
+    rank: np.ndarray  # float64, 1-based
+    session: np.ndarray  # int64 dataset session index
+    user: np.ndarray  # int64 (0 = anonymous)
+    item: np.ndarray  # int64 true item
+    position: np.ndarray  # int64 clicks of the session seen before this target
+    session_length: np.ndarray  # int64 clicks in the whole target session
+    history_length: np.ndarray  # int64 history sessions replayed before the session
+    catalogue: dict[str, float]  # coverage@K, popularity@K
+    n_sessions: int
+    n_unknown_targets: int  # targets whose item is 0 (unknown): not rankable, skipped
+    seconds: float
+
+    def to_frame(self) -> pl.DataFrame:
+        return pl.DataFrame({
+            "session": self.session, "user": self.user, "item": self.item,
+            "position": self.position, "session_length": self.session_length,
+            "history_length": self.history_length, "rank": self.rank})
+
+
+def _gather(state: State, index: Tensor) -> State:
+    return {name: value.index_select(0, index) for name, value in state.items()}
+
+
+def _scatter(state: State, index: Tensor, update: State) -> State:
+    return {name: value.index_copy(0, index, update[name]) for name, value in state.items()}
+
+
+def _advance(model: SessionModel, items: np.ndarray, state: State,
+             device: torch.device) -> State:
+    """One click per row; rows with item 0 keep their state. Runs on the live rows only
+    when few are live, so long sessions do not drag a mostly finished batch along."""
+    live = np.flatnonzero(items)
+    if live.size == 0:
+        return state
+    if live.size >= _SUBSET_BELOW * items.size:
+        return model.advance(torch.from_numpy(items).to(device), state)
+    index = torch.from_numpy(live).to(device)
+    update = model.advance(torch.from_numpy(items[live]).to(device), _gather(state, index))
+    return _scatter(state, index, update)
+
+
+def _replay_history(model: SessionModel, cases: _Cases, batch: np.ndarray,
+                    device: torch.device) -> State:
+    """User state of each row after folding its history sessions in order."""
+    size = batch.size
+    user_state = model.init_user_state(size)
+    counts = cases.history_count[batch]
+    starts = cases.history_start[batch]
+    for k in range(int(counts.max(initial=0))):
+        live = np.flatnonzero(counts > k)
+        items, _ = cases.history.padded(starts[live] + k)
+        if live.size == size:
+            sub_user = user_state
+        else:
+            index = torch.from_numpy(live).to(device)
+            sub_user = _gather(user_state, index)
+        session_state = model.start_session(sub_user, live.size)
+        for column in range(items.shape[1]):
+            session_state = _advance(model, np.ascontiguousarray(items[:, column]),
+                                     session_state, device)
+        ended = model.end_session(session_state, sub_user)
+        # end_session is not a no-op: only rows that really had a k-th session take it.
+        user_state = ended if live.size == size else _scatter(user_state, index, ended)
+    return user_state
+
+
+def rank_cases(model: SessionModel, dataset: PreparedDataset, split: Split = "test",
+               ks: Iterable[int] = (5, 10, 20), batch_size: int = 256,
+               max_sessions: int | None = None, tie_policy: str = "pessimistic",
+               progress: bool = True) -> RankedTargets:
+    """Replay the protocol and rank every target event; see the module docstring.
+
+    ``max_sessions`` evaluates a fixed pseudo-random subset (seed 0) of the target
+    sessions, the same one on every call, so early-stopping curves are comparable
+    between epochs without favouring the first users in file order.
+    """
+    cut_offs = check_ks(ks)
+    policy = check_tie_policy(tie_policy)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_sessions is not None and max_sessions < 1:
+        raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+    if dataset.n_items and model.n_items != dataset.n_items:
+        where = f" {dataset.path}" if dataset.path else ""
+        raise ValueError(f"the model scores {model.n_items} items but the dataset{where} has "
+                         f"{dataset.n_items} items; evaluate a model on the dataset it was "
+                         "trained on")
+    began = time.perf_counter()
+    cases = _build_cases(dataset, split, model.n_items)
+    n_cases = len(cases.targets)
+    chosen = np.arange(n_cases)
+    if max_sessions is not None and max_sessions < n_cases:
+        chosen = np.sort(np.random.default_rng(0).choice(n_cases, max_sessions, replace=False))
+    lengths = cases.targets.lengths
+    user_aware = bool(model.user_spec())
+    # Dense batches: similar history counts and session lengths side by side.
+    chosen = chosen[np.lexsort((-lengths[chosen],
+                                -cases.history_count[chosen] if user_aware
+                                else np.zeros(chosen.size, np.int64)))]
+    device = model._device()
+    tracker = TopKTracker(model.n_items, cut_offs, cases.popularity, device)
+    out_case: list[np.ndarray] = []
+    out_position: list[np.ndarray] = []
+    out_rank: list[Tensor] = []
+    n_unknown = 0
+    per_session = (np.add.reduceat(cases.targets.targets.astype(np.int64),
+                                   cases.targets.offsets[:-1]) if n_cases
+                   else np.zeros(0, np.int64))
+    total = int(per_session[chosen].sum())
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), tqdm(total=total, unit="target", desc=f"evaluate {split}",
+                                   disable=None if progress else True, leave=False) as bar:
+            for begin in range(0, chosen.size, batch_size):
+                batch = chosen[begin:begin + batch_size]
+                user_state = (_replay_history(model, cases, batch, device) if user_aware
+                              else model.init_user_state(batch.size))
+                state = model.start_session(user_state, batch.size)
+                items, flags = cases.targets.padded(batch)
+                for column in range(items.shape[1]):
+                    wanted = flags[:, column]
+                    unknown = wanted & (items[:, column] == 0)
+                    n_unknown += int(unknown.sum())
+                    rows = np.flatnonzero(wanted & ~unknown)
+                    if rows.size:
+                        if rows.size == batch.size:
+                            scores = model.score(state)
+                        else:
+                            scores = model.score(
+                                _gather(state, torch.from_numpy(rows).to(device)))
+                        truth = torch.from_numpy(items[rows, column]).to(device)
+                        out_rank.append(rank_targets(scores, truth, policy, check_nan=False))
+                        tracker.update(scores)
+                        out_case.append(batch[rows])
+                        out_position.append(np.full(rows.size, column, np.int64))
+                        bar.update(rows.size)
+                    if column + 1 < items.shape[1]:
+                        state = _advance(model, np.ascontiguousarray(items[:, column]),
+                                         state, device)
+    finally:
+        model.train(was_training)
+
+    case = np.concatenate(out_case) if out_case else np.zeros(0, np.int64)
+    position = np.concatenate(out_position) if out_position else np.zeros(0, np.int64)
+    rank = (torch.cat(out_rank).cpu().numpy() if out_rank else np.zeros(0, np.float64))
+    order = np.lexsort((position, case))  # file order, independent of batching
+    case, position, rank = case[order], position[order], rank[order]
+    targets = cases.targets
+    return RankedTargets(
+        rank=rank, session=targets.session[case], user=targets.user[case],
+        item=targets.items[targets.offsets[case] + position], position=position,
+        session_length=targets.lengths[case], history_length=cases.history_count[case],
+        catalogue=tracker.summary(), n_sessions=int(chosen.size),
+        n_unknown_targets=n_unknown, seconds=time.perf_counter() - began)
+
+
+def summarize(ranked: RankedTargets, ks: Iterable[int] = (5, 10, 20),
+              breakdowns: bool = False) -> dict[str, Any]:
+    """The metrics dict of ``evaluate_model`` from ranked targets."""
+    cut_offs = check_ks(ks)
+    result: dict[str, Any] = dict(metrics_from_ranks(ranked.rank, cut_offs))
+    result.update(ranked.catalogue)
+    result["n_sessions"] = ranked.n_sessions
+    result["n_unknown_targets"] = ranked.n_unknown_targets
+    result["eval_seconds"] = round(ranked.seconds, 3)
+    if breakdowns:
+        result["breakdowns"] = {
+            "position": breakdown(ranked.rank, ranked.position, POSITION_EDGES, cut_offs),
+            "history_length": breakdown(ranked.rank, ranked.history_length, HISTORY_EDGES,
+                                        cut_offs),
+            "session_length": breakdown(ranked.rank, ranked.session_length,
+                                        SESSION_LENGTH_EDGES, cut_offs),
+        }
+    return result
+
+
+def evaluate_model(model: SessionModel, dataset: PreparedDataset, split: Split = "test",
+                   ks: Iterable[int] = (5, 10, 20), batch_size: int = 256,
+                   max_sessions: int | None = None, breakdowns: bool = False,
+                   tie_policy: str = "pessimistic", progress: bool = True) -> dict[str, Any]:
+    """Full-ranking metrics of ``model`` on ``split`` of ``dataset`` (HRNN protocol).
+
+    Returns fractions keyed ``recall@K``, ``mrr@K``, ``ndcg@K``, ``precision@K``,
+    ``coverage@K``, ``popularity@K`` plus ``n`` (scored targets), ``n_sessions``,
+    ``n_unknown_targets``, ``split``, ``tie_policy``, ``eval_seconds`` and, with
+    ``breakdowns=True``, per-bucket rows by position in session, user-history length and
+    session length under ``breakdowns``. Per-target ranks: ``rank_cases``.
+    The model's training mode is restored afterwards.
+    """
+    cut_offs = check_ks(ks)
+    ranked = rank_cases(model, dataset, split, cut_offs, batch_size, max_sessions,
+                        tie_policy, progress)
+    result = summarize(ranked, cut_offs, breakdowns)
+    result["split"] = split
+    result["tie_policy"] = tie_policy
+    return result
+
+
+# ---- command line ---------------------------------------------------------------------
+
+def _parse_ks(text: str) -> tuple[int, ...]:
+    try:
+        return check_ks(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--ks expects positive integers separated by commas, e.g. 5,10,20 (got {text!r})"
+        ) from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="full-ranking evaluation of a trained run (HRNN protocol)",
+        description="Replay each user's history, rank every target click over the whole "
+                    "catalogue, and write RUN/metrics.json, RUN/ranks.parquet, "
+                    "RUN/report.md and RUN/plots/*.png.")
+    parser.add_argument("--run", required=True, type=Path, help="run folder written by `train`")
+    parser.add_argument("--split", choices=("test", "valid"), default="test")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="prepared dataset folder (default: the one the run was trained on)")
+    parser.add_argument("--ks", type=_parse_ks, default=(5, 10, 20), help="cut-offs, e.g. 5,10,20")
+    parser.add_argument("--tie-policy", choices=TIE_POLICIES, default="pessimistic")
+    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument("--max-sessions", type=_positive_int, default=None,
+                        help="evaluate a fixed random subset of this many target sessions")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--no-plots", action="store_true", help="skip report.md and PNGs")
+    parser.set_defaults(func=run_evaluate)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    return device
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write via a temporary file so a crash never leaves a half-written metrics.json."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from training.checkpoint import load_run  # the trainer's module; imported on use
+    from training.report import format_table, write_report
+
+    run_dir: Path = args.run
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--run {run_dir}: no such run folder")
+    device = _resolve_device(args.device)
+    model, info = load_run(run_dir, device=device)
+    data_path = args.data if args.data is not None else info.get("dataset")
+    if not data_path:
+        raise ValueError(f"{run_dir}: the run does not record its dataset; pass --data DIR")
+    dataset = PreparedDataset.load(data_path)
+
+    ranked = rank_cases(model, dataset, args.split, args.ks, args.batch_size,
+                        args.max_sessions, args.tie_policy, progress=True)
+    if ranked.rank.size == 0:
+        raise ValueError(f"{data_path}: split {args.split!r} has no target events to score")
+    metrics: dict[str, Any] = summarize(ranked, args.ks, breakdowns=True)
+    trained_on = info.get("dataset_fingerprint") or info.get("fingerprint")
+    metrics.update({
+        "model": info.get("model", type(model).__name__),
+        "run": str(run_dir),
+        "split": args.split,
+        "tie_policy": args.tie_policy,
+        "ks": list(args.ks),
+        "dataset": {"path": str(Path(data_path)), "fingerprint": dataset.fingerprint,
+                    "protocol": dataset.stats.get("protocol"),
+                    "n_items": dataset.n_items, "n_users": dataset.n_users},
+        "device": str(device),
+        "max_sessions": args.max_sessions,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    if trained_on and dataset.fingerprint and trained_on != dataset.fingerprint:
+        print(f"warning: the run was trained on dataset {trained_on}, evaluating on "
+              f"{dataset.fingerprint}", file=sys.stderr)
+    _write_json(run_dir / "metrics.json", metrics)
+    ranked.to_frame().write_parquet(run_dir / "ranks.parquet")
+    written = [run_dir / "metrics.json", run_dir / "ranks.parquet"]
+    if not args.no_plots:
+        written.append(write_report(metrics, run_dir))
+        written += sorted((run_dir / "plots").glob("*.png"))
+    print(format_table(metrics))
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
