@@ -41,45 +41,13 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
 def build_bench_bundle(n_items: int, root: Path, model_name: str = "hrnn-init") -> Path:
     """A random-weight bundle of the paper-default model shape, cached under ``root``."""
     model_root = root / model_name
-    if model_root.exists() and any((p / "manifest.json").exists() for p in model_root.iterdir()):
-        return root
-    import torch
+    bundles = sorted(p for p in model_root.glob("*") if (p / "manifest.json").exists()) \
+        if model_root.exists() else []
+    if bundles:
+        return bundles[-1]
+    from training.export import export_random_bundle
 
-    from models.registry import build
-    from training.export import export_bundle
-
-    torch.manual_seed(0)
-    model = build(model_name, n_items, 1000).eval()
-    items = [f"item{index}" for index in range(1, n_items + 1)]
-    popular = [(items[index], n_items - index) for index in range(min(1000, n_items))]
-    export_bundle(model, items, root, popular=popular)
-    return root
-
-
-def bench_engine(artifacts: Path, clicks: int, k: int = 20, seed: int = 0) -> dict[str, Any]:
-    from service.engine import Engine
-
-    engine = Engine(artifacts)
-    bundle = engine.get()
-    rng = random.Random(seed)
-    state = bundle.start_session(bundle.new_user_state() if bundle.has_user_state else None)
-    timings: list[float] = []
-    for index in range(clicks + 50):
-        item = rng.randint(1, bundle.n_items)
-        started = time.perf_counter()
-        state = bundle.advance(state, [item])
-        bundle.top_k(state, k)
-        elapsed = (time.perf_counter() - started) * 1000
-        if index >= 50:  # warm-up
-            timings.append(elapsed)
-        if index % 10 == 9:
-            state = bundle.start_session(
-                bundle.new_user_state() if bundle.has_user_state else None)
-    result = _percentiles(timings)
-    result["clicks_per_s_one_thread"] = round(1000 / result["mean_ms"], 1)
-    result["model"] = bundle.key
-    result["n_items"] = bundle.n_items
-    return result
+    return export_random_bundle(model_name, n_items, root, n_users=1000)
 
 
 def _free_port() -> int:
@@ -99,7 +67,7 @@ async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items
     rng = random.Random(seed)
     # Zipf-ish item ids: a few popular, a long tail (as real click logs).
     weights = [1.0 / (rank ** 0.8) for rank in range(1, n_items + 1)]
-    population = [f"item{index}" for index in range(1, n_items + 1)]
+    population = [f"item-{index}" for index in range(1, n_items + 1)]
     item_pool = rng.choices(population, weights=weights, k=50_000)
 
     async def client(worker: int, http: httpx.AsyncClient) -> None:
@@ -108,7 +76,7 @@ async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items
         session_no = 0
         while issued < requests:
             session_no += 1
-            session_id = f"bench-{worker}-{session_no}"
+            session_id = f"bench-{seed}-{worker}-{session_no}"
             user = f"user-{local.randint(1, 5000)}" if local.random() < 0.5 else None
             for _ in range(local.randint(3, 12)):
                 if issued >= requests:
@@ -189,12 +157,14 @@ def bench_http(artifacts: Path, requests: int, concurrency: int, workers: int, k
 
 
 def run(args: argparse.Namespace) -> int:
-    artifacts = build_bench_bundle(args.items, BENCH_DIR / f"artifacts-{args.items}")
+    from service.bench_engine import bench_engine
+
+    artifacts = BENCH_DIR / f"artifacts-{args.items}"
+    bundle_dir = build_bench_bundle(args.items, artifacts)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
-    report["engine"] = bench_engine(artifacts, args.clicks, args.k)
-    print(f"engine   {report['engine']['model']} ({args.items} items): advance+top{args.k} "
-          f"p50 {report['engine']['p50_ms']} ms, p99 {report['engine']['p99_ms']} ms, "
-          f"{report['engine']['clicks_per_s_one_thread']} clicks/s on one thread")
+    report["engine"] = engine = bench_engine(bundle_dir, args.clicks, k=args.k)
+    print(f"engine   {bundle_dir} ({args.items} items): advance + top-{args.k} per click "
+          f"{json.dumps({key: value for key, value in engine.items() if 'ms' in key})}")
     if not args.engine_only:
         report["http"] = []
         for workers in args.workers:
