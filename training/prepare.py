@@ -10,7 +10,13 @@ from pathlib import Path
 import polars as pl
 
 from training.dataset import PreparedDataset
-from training.preprocess import PROTOCOLS, PrepareOptions, prepare_dataset, summary
+from training.preprocess import (
+    PROTOCOLS,
+    PrepareOptions,
+    encode_events,
+    prepare_dataset,
+    summary,
+)
 from training.readers import (
     FORMATS,
     SYNTHETIC_EPOCH,
@@ -107,7 +113,13 @@ def run(args: argparse.Namespace) -> int:
             reader_options.time_offset = last_train_time - SYNTHETIC_EPOCH + 86400.0
         test_events = read_events(args.test, args.format, reader_options, test=True)
         sources.append(str(args.test))
-    dataset: PreparedDataset = prepare_dataset(events, options, test_events, fmt=args.format,
+    if events.is_empty():
+        raise ValueError(f"{args.input}: no events (after the event-type filter)")
+    # code the ids now and drop the raw string frames before the heavy steps: on a
+    # YOOCHOOSE-size log they are most of the memory (DESIGN §2)
+    coded = encode_events(events, test_events, options.session_gap)
+    del events, test_events
+    dataset: PreparedDataset = prepare_dataset(coded, options, fmt=args.format,
                                                sources=sources)
     dataset.save(args.out)
     print(summary(dataset))

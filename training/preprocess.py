@@ -20,6 +20,14 @@ Steps, in order (each one the way the papers describe it):
 6. **Vocabularies** from train only (index 0 = padding / anonymous), in order of first
    appearance in time; dense session indices unique across train and test; rows ordered
    by user, session start, click order (the ``training.dataset`` contract).
+
+Memory (DESIGN §2: a 33M-row YOOCHOOSE file must prepare in a few GB): right after
+sessionizing, ``encode_events`` replaces the string ids by UInt32 codes and keeps each
+distinct raw id once (``CodedEvents``), so every sort, window and join of steps 2-6 runs
+on integers and only the surviving items/users are turned back into text at the end.
+Session codes are the ranks of the raw ids in sorted order, so the steps that break
+ties by session id order sessions exactly as they would by the raw text: the output is
+the same as running the steps on the strings themselves.
 """
 
 from __future__ import annotations
@@ -113,6 +121,89 @@ class FilterReport:
     events_after: int = 0
     removed: dict[str, int] = field(default_factory=lambda: {
         "rare_item_events": 0, "short_session_events": 0, "light_user_events": 0})
+
+
+#: the id columns ``encode_events`` turns into integer codes
+ID_COLUMNS = ("user_id", "session_id", "item_id")
+#: columns the pipeline reads; ``event_type`` (and any other reader column) is dropped
+#: before the heavy steps so it is not carried through every sort and filter
+_PIPELINE_COLUMNS = ("user_id", "session_id", "item_id", "timestamp", "_order", "target")
+
+
+@dataclass
+class CodedEvents:
+    """Sessionized events whose id columns are UInt32 codes, with the raw ids behind them.
+
+    ``vocab[column][code]`` is the raw id of ``code`` (each vocabulary is the sorted
+    distinct non-null ids of train and test together, so a code means the same thing in
+    both frames and code order is raw-id order). ``prepare_dataset`` takes the frames out
+    of the object it is given (``take``) so a big input is not held twice while it runs.
+    """
+
+    events: pl.DataFrame
+    test: pl.DataFrame | None
+    vocab: dict[str, pl.Series]
+    n_input_events: int
+    _spent: bool = field(default=False, repr=False)
+
+    def take(self) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """The frames, once: the object drops its references to them."""
+        if self._spent:
+            raise RuntimeError("these CodedEvents were already used by prepare_dataset")
+        events, test = self.events, self.test
+        self.events, self.test, self._spent = pl.DataFrame(), None, True
+        return events, test
+
+
+def _code_column(frames: list[pl.DataFrame], column: str
+                 ) -> tuple[list[pl.DataFrame], pl.Series]:
+    """Replace ``column`` in every frame by its UInt32 position in the sorted distinct
+    non-null values of all frames (nulls stay null); returns the frames and those values.
+
+    A hash join against the (small) vocabulary is several times faster than a rank over
+    the whole column for low-cardinality columns such as items, and just as fast for
+    sessions; ``maintain_order`` keeps the frames' row order."""
+    values = (pl.concat([frame.get_column(column) for frame in frames])
+              if len(frames) > 1 else frames[0].get_column(column))
+    vocab = values.drop_nulls().unique().sort()
+    del values
+    table = pl.DataFrame({column: vocab,
+                          "_code": pl.int_range(vocab.len(), dtype=pl.UInt32, eager=True)})
+    coded = []
+    for frame in frames:
+        codes = (frame.select(column)
+                 .join(table, on=column, how="left", maintain_order="left")
+                 .get_column("_code").alias(column))
+        coded.append(frame.with_columns(codes))
+    return coded, vocab
+
+
+def encode_events(events: pl.DataFrame, test_events: pl.DataFrame | None = None,
+                  session_gap: float = 1800.0) -> CodedEvents:
+    """Sessionize canonical events (and a ``given`` test file's), then code their ids.
+
+    Sessionizing runs first because generated session ids are built from the raw user
+    id; everything after it only needs ids to compare equal and (sessions) to sort like
+    the raw text, which the codes do. Columns the pipeline does not read are dropped."""
+    n_input = events.height
+    train = sessionize(events.drop("target", strict=False), session_gap)
+    train = train.select([c for c in _PIPELINE_COLUMNS if c in train.columns])
+    frames = [train]
+    if test_events is not None:
+        test = sessionize(test_events.with_row_index("_order"), session_gap)
+        frames.append(test.select([c for c in _PIPELINE_COLUMNS if c in test.columns]))
+    del train
+    vocab: dict[str, pl.Series] = {}
+    for column in ID_COLUMNS:
+        frames, vocab[column] = _code_column(frames, column)
+    return CodedEvents(events=frames[0], test=frames[1] if len(frames) > 1 else None,
+                       vocab=vocab, n_input_events=n_input)
+
+
+def _decode_sessions(frame: pl.DataFrame, sessions: pl.Series) -> pl.DataFrame:
+    """Raw session ids back in place of their codes (for steps that build new ids)."""
+    return frame.with_columns(sessions.gather(frame.get_column("session_id"))
+                              .alias("session_id"))
 
 
 # ---- steps -------------------------------------------------------------------------
@@ -274,25 +365,45 @@ def _user_ratio_split(events: pl.DataFrame, ratio: float, min_events: int,
 
 
 # ---- the whole pipeline ------------------------------------------------------------
-def prepare_dataset(events: pl.DataFrame, options: PrepareOptions,
+def prepare_dataset(events: pl.DataFrame | CodedEvents, options: PrepareOptions,
                     test_events: pl.DataFrame | None = None, *, fmt: str = "",
                     sources: list[str] | None = None) -> PreparedDataset:
     """Canonical events (and, for ``given``, the test file's events) -> a
     ``PreparedDataset`` with vocabularies and ``stats``. Raises ``ValueError`` when the
-    data or options leave nothing to train or test on."""
+    data or options leave nothing to train or test on.
+
+    ``events`` may also be ``encode_events``' result (test events included): the CLI
+    codes the ids itself so the raw string frame can be freed before this runs; the
+    ``CodedEvents`` is used up."""
     opts = options.resolved(fmt)
     assert opts.min_item_support is not None and opts.min_session_length is not None
     assert opts.min_user_sessions is not None and opts.iterative_filters is not None
     assert opts.test_days is not None and opts.valid_days is not None
-    if opts.protocol == "given" and test_events is None:
+    if isinstance(events, CodedEvents):
+        if test_events is not None:
+            raise ValueError("pass the test events to encode_events, not prepare_dataset")
+        has_test = events.test is not None
+    else:
+        has_test = test_events is not None
+    if opts.protocol == "given" and not has_test:
         raise ValueError("protocol 'given' needs a test file (--test)")
-    if opts.protocol != "given" and test_events is not None:
+    if opts.protocol != "given" and has_test:
         raise ValueError(f"--test is only used with --protocol given (got {opts.protocol!r})")
-    if events.is_empty():
+    if isinstance(events, CodedEvents):
+        coded = events
+    else:
+        if events.is_empty():
+            raise ValueError("the input has no events (after the event-type filter)")
+        coded = encode_events(events, test_events, opts.session_gap)
+        del events, test_events  # the caller may still hold them; we no longer do
+    vocab = coded.vocab
+    raw = {"events": coded.n_input_events}
+    coded_events, coded_test = coded.take()
+    if coded_events.is_empty():
         raise ValueError("the input has no events (after the event-type filter)")
 
-    raw = {"events": events.height}
-    frame = order_sessions(sessionize(events.drop("target", strict=False), opts.session_gap))
+    frame = order_sessions(coded_events)
+    del coded_events
     raw["sessions"] = int(frame["session_id"].n_unique())
     raw["users"] = int(frame["user_id"].drop_nulls().n_unique())
     raw["items"] = int(frame["item_id"].n_unique())
@@ -315,25 +426,31 @@ def prepare_dataset(events: pl.DataFrame, options: PrepareOptions,
                              "none left (no user ids in the input?)")
         is_test = pl.col("session_id").is_in(test_ids.implode())
         train, test = frame.filter(~is_test), frame.filter(is_test)
+        del frame
         valid_ids = _last_session_per_user(train, 2) if opts.make_valid else None
     elif opts.protocol == "time":
         test_ids = _sessions_ending_after(frame, opts.test_days)
         is_test = pl.col("session_id").is_in(test_ids.implode())
         train, test = frame.filter(~is_test), frame.filter(is_test)
+        del frame
         if train.is_empty():
             raise ValueError(f"every session ends in the last {opts.test_days:g} day(s); "
                              "nothing left to train on (lower --test-days)")
         valid_ids = _sessions_ending_after(train, opts.valid_days) if opts.make_valid else None
     elif opts.protocol == "given":
-        assert test_events is not None
+        assert coded_test is not None
         train = frame
-        test_input = test_events.with_row_index("_order")
-        has_label_targets = "target" in test_input.columns
-        test = order_sessions(sessionize(test_input, opts.session_gap))
+        del frame
+        has_label_targets = "target" in coded_test.columns
+        test = order_sessions(coded_test)
         valid_ids = (_last_fraction_of_sessions(train, opts.valid_fraction)
                      if opts.make_valid else None)
     else:  # user-ratio
+        # this protocol names new sessions "<id>~test"/"<id>~valid": do it on the raw
+        # ids, then code the sessions again (rank order must follow the new names)
+        frame = _decode_sessions(frame, vocab["session_id"])
         train, test = _user_ratio_split(frame, opts.user_ratio, opts.min_user_events)
+        del frame
         if test.is_empty():
             raise ValueError(f"protocol 'user-ratio' needs users with at least "
                              f"{opts.min_user_events} events; none left")
@@ -345,6 +462,11 @@ def prepare_dataset(events: pl.DataFrame, options: PrepareOptions,
                                           suffix="~valid")
             train = pl.concat([fit, held])
             valid_ids = held["session_id"].unique()
+        # valid ids are train ids, so coding them alongside changes no code
+        extra = [valid_ids.to_frame("session_id")] if valid_ids is not None else []
+        recoded, _ = _code_column([train, test, *extra], "session_id")
+        train, test = recoded[0], recoded[1]
+        valid_ids = recoded[2]["session_id"] if valid_ids is not None else None
 
     if valid_ids is not None and valid_ids.len():
         train = _mark_valid(train, valid_ids)
@@ -361,15 +483,17 @@ def prepare_dataset(events: pl.DataFrame, options: PrepareOptions,
         raise ValueError("no test sessions left after dropping items unseen in train and "
                          "sessions shorter than 2 clicks")
 
-    dataset = _index(train, test)
+    dataset = _index(train, test, vocab)
     dataset.stats = _stats(dataset, opts, fmt, sources or [], raw, report, test_before)
     return dataset
 
 
-def _first_appearance(frame: pl.DataFrame, column: str) -> list[str]:
-    """Distinct non-null values of ``column`` in order of first appearance in time."""
-    ordered = frame.sort(["timestamp", "_start", "session_id", "_order"])
-    return [str(v) for v in ordered[column].drop_nulls().unique(maintain_order=True)]
+def _first_appearance(frame: pl.DataFrame, column: str) -> pl.Series:
+    """Distinct non-null values of ``column`` in order of first appearance in time
+    (only the sort keys and ``column`` are sorted, not the whole frame)."""
+    keys = ["timestamp", "_start", "session_id", "_order"]
+    ordered = frame.select(*keys, column).sort(keys)
+    return ordered[column].drop_nulls().unique(maintain_order=True)
 
 
 def _refresh_times(frame: pl.DataFrame) -> pl.DataFrame:
@@ -380,18 +504,21 @@ def _refresh_times(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col("timestamp").max().over("session_id").alias("_end"))
 
 
-def _index(train: pl.DataFrame, test: pl.DataFrame) -> PreparedDataset:
+def _index(train: pl.DataFrame, test: pl.DataFrame,
+           vocab: dict[str, pl.Series]) -> PreparedDataset:
     """Vocabularies from train; int indices; the contract's row order and dense session
-    indices (train first, then test)."""
+    indices (train first, then test). ``vocab`` turns the id codes back into raw ids."""
     train, test = _refresh_times(train), _refresh_times(test)
-    items = _first_appearance(train, "item_id")
-    users = _first_appearance(train, "user_id")
-    item_index = pl.DataFrame({"item_id": items,
+    item_codes = _first_appearance(train, "item_id")
+    user_codes = _first_appearance(train, "user_id")
+    items = [str(v) for v in vocab["item_id"].gather(item_codes)]
+    users = [str(v) for v in vocab["user_id"].gather(user_codes)]
+    item_index = pl.DataFrame({"item_id": item_codes,
                                "item": pl.int_range(1, len(items) + 1, eager=True)},
-                              schema={"item_id": pl.Utf8, "item": pl.Int32})
-    user_index = pl.DataFrame({"user_id": users,
+                              schema={"item_id": item_codes.dtype, "item": pl.Int32})
+    user_index = pl.DataFrame({"user_id": user_codes,
                                "user": pl.int_range(1, len(users) + 1, eager=True)},
-                              schema={"user_id": pl.Utf8, "user": pl.Int32})
+                              schema={"user_id": user_codes.dtype, "user": pl.Int32})
 
     def encode(frame: pl.DataFrame, flag: str, first_session: int) -> pl.DataFrame:
         coded = (frame.join(item_index, on="item_id", how="left")
@@ -403,6 +530,7 @@ def _index(train: pl.DataFrame, test: pl.DataFrame) -> PreparedDataset:
             "user", "session", "item", "timestamp", flag)
 
     train_out = encode(train, "valid", 0).cast(TRAIN_SCHEMA)  # type: ignore[arg-type]
+    del train
     n_train_sessions = train_out["session"].n_unique()  # dense 0..n-1
     test_out = encode(test, "target", n_train_sessions).cast(TEST_SCHEMA)  # type: ignore[arg-type]
     return PreparedDataset(train=train_out, test=test_out, items=items, users=users)
