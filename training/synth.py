@@ -10,26 +10,30 @@ Generative story (deterministic for a seed, numpy ``Generator``):
   global popularity (``popularity_exponent``). Each item has a few likely successors in
   its cluster (Markov-like browsing).
 * **Users** have sparse long-term interests: a handful of clusters with Dirichlet
-  weights, and in each of them a few *favourite* items chosen uniformly, i.e.
-  independently of global popularity. Interests drift slowly: before each session, with
-  probability ``drift``, one interest cluster is replaced by a new one (new favourites).
+  weights, a few *favourite* items in each (chosen uniformly, i.e. independently of
+  global popularity), and a latent *taste* vector; items have a latent *style* vector,
+  and a user picks inside a cluster with probability ~ pop(i) * exp(strength *
+  <taste_u, style_i>). Interests and taste drift slowly: before each session, with
+  probability ``drift``, one interest cluster is replaced and the taste moves a little.
 * **Sessions** have one to three intents (clusters), drawn from the user's interests
   (``interest_focus``) or else from cluster popularity, and switch intent occasionally.
-  An intent opens on a favourite item with probability ``favourite_first`` (else a
-  popular item of its cluster); later clicks follow a successor, revisit a favourite, or
-  jump to a popular item of the cluster. Only the user's history reveals the
-  favourites and the next intent, so the first clicks of a session are predictable from
-  past sessions and much less so from global popularity.
+  A session *resumes* the previous one with probability ``p_resume`` (unfinished
+  shopping): it reopens on one of the last items of the previous session and revisits
+  that session's recent items with probability ``p_revisit`` per click. Otherwise an
+  intent opens on a favourite (``favourite_first``) or a taste-weighted item of its
+  cluster; later clicks follow a successor, revisit a favourite, or pick by taste. Only
+  the user's history reveals the favourites, the taste, the interests and what a resumed
+  session returns to.
 * **Lengths and times**: session length 2 + geometric (mean ~6.5), clicks 10 s - 5 min
   apart, sessions hours to days apart (always more than 30 min, so idle-gap
   sessionization reproduces them), in seconds since the epoch.
 
 Default size: 1,500 users x 2,500 items (50 clusters) x 8 sessions per user on average
--> ~78k events (``make run`` trains on it in minutes on 2 CPU cores). The default
-probabilities were tuned so that, after ``prepare --protocol last-session``, a
-count-based next-click predictor gets Recall@5 ~0.35 from the session alone (item
-transitions) and ~0.58 when it also uses the user's past clicks in the current
-cluster; global popularity alone gets ~0.05.
+-> ~79k events (``make run`` trains on it in minutes on 2 CPU cores). The defaults were
+chosen so that, after ``prepare --protocol last-session``, a count-based predictor that
+also scores the user's past clicks in the current cluster clearly beats one that only
+knows the session's item transitions (``tests/training/test_synth.py`` checks that
+user history is predictive); see the README for what the neural models make of it.
 
 Output: CSV ``user_id,session_id,item_id,timestamp`` (read by ``nextclick prepare
 --format csv`` with the default column mapping) and, unless ``--no-items``, an
@@ -77,9 +81,13 @@ class SynthConfig:
     favourites_per_cluster: int = 3     # per user and interest cluster
     successors_per_item: int = 5
     interest_focus: float = 0.85        # P(intent drawn from the user's interests)
-    favourite_first: float = 0.85       # P(an intent opens on a favourite item)
+    favourite_first: float = 0.3        # P(an intent opens on a favourite item)
     p_successor: float = 0.2            # next click: a successor of the current item
-    p_favourite: float = 0.6            # ... a favourite of the user in this cluster
+    p_favourite: float = 0.15           # ... a favourite of the user in this cluster
+    taste_dim: int = 8                  # latent style dimensions of items and users
+    taste_strength: float = 2.0         # how strongly a user's taste steers their choices
+    p_resume: float = 0.35              # P(a session resumes the previous one: same topic,
+    p_revisit: float = 0.5              # ... revisiting its items with this P per click)
     p_switch: float = 0.2               # P(switch to the next intent) per click
     drift: float = 0.05                 # P(one interest cluster replaced) per session
     start_time: float = 1_700_000_000.0
@@ -114,6 +122,7 @@ class Catalog:
     member_weights: list[np.ndarray]  # cluster -> popularity within the cluster
     successors: np.ndarray          # (items, k) likely next items (same cluster)
     cluster_popularity: np.ndarray  # (clusters,) probability
+    style: np.ndarray               # (items, taste_dim) latent style of each item
 
 
 def build_catalog(cfg: SynthConfig, rng: np.random.Generator) -> Catalog:
@@ -137,8 +146,9 @@ def build_catalog(cfg: SynthConfig, rng: np.random.Generator) -> Catalog:
                               replace=len(others) < cfg.successors_per_item, p=p / p.sum())
             successors[item] = take
     cluster_popularity = np.array([popularity[m].sum() for m in members])
+    style = rng.standard_normal((cfg.items, cfg.taste_dim))
     return Catalog(cluster_of, popularity, members, member_weights, successors,
-                   cluster_popularity / cluster_popularity.sum())
+                   cluster_popularity / cluster_popularity.sum(), style)
 
 
 def generate(cfg: SynthConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -158,6 +168,8 @@ def generate(cfg: SynthConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
                                p=cat.cluster_popularity)
         interest_weights = rng.dirichlet(np.full(cfg.interests_per_user, 0.7))
         favourites = {int(c): _favourites(cat, int(c), cfg, rng) for c in interests}
+        taste = _unit(rng.standard_normal(cfg.taste_dim))
+        previous: list[int] = []
         n_sessions = 2 + (rng.poisson(extra_sessions) if extra_sessions > 0 else 0)
         clock = cfg.start_time + rng.uniform(0, 30 * 86400)
         for _ in range(n_sessions):
@@ -168,7 +180,11 @@ def generate(cfg: SynthConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
                     favourites.pop(int(interests[slot]), None)
                     interests[slot] = new
                     favourites[new] = _favourites(cat, new, cfg, rng)
-            clicks = _session(cfg, cat, rng, interests, interest_weights, favourites)
+                taste = _unit(taste + 0.3 * rng.standard_normal(cfg.taste_dim))
+            resumed = previous if previous and rng.random() < cfg.p_resume else None
+            clicks = _session(cfg, cat, rng, interests, interest_weights, favourites, taste,
+                              resumed)
+            previous = clicks
             for item in clicks:
                 users.append(user)
                 sessions.append(session_counter)
@@ -203,8 +219,23 @@ def _favourites(cat: Catalog, cluster: int, cfg: SynthConfig,
     return rng.choice(pool, size=min(cfg.favourites_per_cluster, len(pool)), replace=False)
 
 
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def _tasteful(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, cluster: int,
+              taste: np.ndarray) -> int:
+    """An item of ``cluster`` chosen by popularity times the user's taste for its style:
+    p(i) ~ pop(i) * exp(strength * <taste_u, style_i>)."""
+    items = cat.members[cluster]
+    logits = cfg.taste_strength * (cat.style[items] @ taste)
+    weights = cat.member_weights[cluster] * np.exp(logits - logits.max())
+    return int(rng.choice(items, p=weights / weights.sum()))
+
+
 def _session(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, interests: np.ndarray,
-             interest_weights: np.ndarray, favourites: dict[int, np.ndarray]) -> list[int]:
+             interest_weights: np.ndarray, favourites: dict[int, np.ndarray],
+             taste: np.ndarray, resumed: list[int] | None = None) -> list[int]:
     p_geometric = 1.0 / (cfg.mean_session_length - 1.0)
     length = min(cfg.max_session_length, 1 + int(rng.geometric(p_geometric)))
     n_intents = int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
@@ -215,13 +246,22 @@ def _session(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, interests
     ]
     current_intent = 0
     clicks: list[int] = []
-    item = _open_intent(cfg, cat, rng, intents[0], favourites)
+    # A resumed session (unfinished shopping) returns to the topic where the previous
+    # session ended and revisits its items: only the user's history can tell.
+    recent = resumed[-5:] if resumed else []
+    if recent:
+        intents[0] = int(cat.cluster_of[recent[-1]])
+        item = int(rng.choice(recent[-3:]))
+    else:
+        item = _open_intent(cfg, cat, rng, intents[0], favourites, taste)
     clicks.append(item)
     while len(clicks) < length:
         cluster = intents[current_intent]
-        if current_intent + 1 < len(intents) and rng.random() < cfg.p_switch:
+        if recent and current_intent == 0 and rng.random() < cfg.p_revisit:
+            item = int(rng.choice(recent))
+        elif current_intent + 1 < len(intents) and rng.random() < cfg.p_switch:
             current_intent += 1
-            item = _open_intent(cfg, cat, rng, intents[current_intent], favourites)
+            item = _open_intent(cfg, cat, rng, intents[current_intent], favourites, taste)
         else:
             draw = rng.random()
             if draw < cfg.p_successor:
@@ -229,16 +269,16 @@ def _session(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, interests
             elif draw < cfg.p_successor + cfg.p_favourite and cluster in favourites:
                 item = int(rng.choice(favourites[cluster]))
             else:
-                item = int(rng.choice(cat.members[cluster], p=cat.member_weights[cluster]))
+                item = _tasteful(cfg, cat, rng, cluster, taste)
         clicks.append(item)
     return clicks
 
 
 def _open_intent(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, cluster: int,
-                 favourites: dict[int, np.ndarray]) -> int:
+                 favourites: dict[int, np.ndarray], taste: np.ndarray) -> int:
     if cluster in favourites and rng.random() < cfg.favourite_first:
         return int(rng.choice(favourites[cluster]))
-    return int(rng.choice(cat.members[cluster], p=cat.member_weights[cluster]))
+    return _tasteful(cfg, cat, rng, cluster, taste)
 
 
 _SUCCESSOR_WEIGHT_CACHE: dict[int, np.ndarray] = {}
