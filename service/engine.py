@@ -88,7 +88,8 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     return chosen
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file (the manifest records one per bundle file)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -224,7 +225,7 @@ class ModelBundle:
             path = self.path / name
             if not path.is_file():
                 raise EngineError(f"{path}: missing (listed in {manifest_path})")
-            if _sha256(path) != expected:
+            if sha256_file(path) != expected:
                 raise EngineError(f"{path}: sha256 does not match {manifest_path} "
                                   f"(file corrupted or replaced)")
 

@@ -25,7 +25,6 @@ or interrupted export never leaves a half-written bundle the engine could pick u
 from __future__ import annotations
 
 import argparse
-import hashlib
 import inspect
 import json
 import os
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 
 from models import registry
 from models.base import SessionModel, StateSpec
+from service.engine import sha256_file
 
 FORMAT_VERSION = 1
 #: ONNX opset of every graph: 18, the dynamo exporter's native opset (at 17 it writes
@@ -149,14 +149,6 @@ class _EndGraph(_GraphWrapper):
 # ---- helpers -------------------------------------------------------------------------------
 def _next(name: str) -> str:
     return f"next_{name}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _example_state(specs: list[StateSpec], batch_size: int, n_items: int,

@@ -22,13 +22,7 @@ SMALL: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():  # type: ignore[no-untyped-def]
-    """Tiny tensors: intra-op threads only add spinning on a busy 2-core CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(name: str) -> SessionModel:

@@ -215,7 +215,7 @@ def test_onnx_that_runtime_rejects_names_the_file(tmp_path: Path,
     bundle = tmp_path / "tiny-user-gru" / "20250101T000000Z"
     (bundle / "advance.onnx").write_bytes(b"definitely not protobuf")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    from training.export import sha256_file
+    from service.engine import sha256_file
     manifest["files"]["advance.onnx"] = sha256_file(bundle / "advance.onnx")
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     engine = Engine(tmp_path)

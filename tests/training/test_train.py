@@ -19,13 +19,7 @@ from training.train import AdagradMomentum, parse_overrides, train
 MODELS = ["pop", "gru4rec", "hrnn-init", "hrnn-all"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():  # type: ignore[no-untyped-def]
-    """Tiny tensors: intra-op threads only add spinning on a busy 2-core CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
