@@ -268,8 +268,12 @@ def _replay_history(model: SessionModel, cases: _Cases, batch: np.ndarray,
 def rank_cases(model: SessionModel, dataset: PreparedDataset, split: Split = "test",
                ks: Iterable[int] = (5, 10, 20), batch_size: int = 256,
                max_sessions: int | None = None, tie_policy: str = "pessimistic",
-               progress: bool = True) -> RankedTargets:
+               progress: bool = True, ignore_history: bool = False) -> RankedTargets:
     """Replay the protocol and rank every target event; see the module docstring.
+
+    ``ignore_history=True`` is the ablation that tests HRNN's claim: every session starts
+    from the initial (zero) user state, as if the user were new, so the difference to the
+    normal run is what the user's history contributes.
 
     ``max_sessions`` evaluates a fixed pseudo-random subset (seed 0) of the target
     sessions, the same one on every call, so early-stopping curves are comparable
@@ -293,7 +297,7 @@ def rank_cases(model: SessionModel, dataset: PreparedDataset, split: Split = "te
     if max_sessions is not None and max_sessions < n_cases:
         chosen = np.sort(np.random.default_rng(0).choice(n_cases, max_sessions, replace=False))
     lengths = cases.targets.lengths
-    user_aware = bool(model.user_spec())
+    user_aware = bool(model.user_spec()) and not ignore_history
     # Dense batches: similar history counts and session lengths side by side.
     chosen = chosen[np.lexsort((-lengths[chosen],
                                 -cases.history_count[chosen] if user_aware
@@ -380,7 +384,8 @@ def summarize(ranked: RankedTargets, ks: Iterable[int] = (5, 10, 20),
 def evaluate_model(model: SessionModel, dataset: PreparedDataset, split: Split = "test",
                    ks: Iterable[int] = (5, 10, 20), batch_size: int = 256,
                    max_sessions: int | None = None, breakdowns: bool = False,
-                   tie_policy: str = "pessimistic", progress: bool = True) -> dict[str, Any]:
+                   tie_policy: str = "pessimistic", progress: bool = True,
+                   ignore_history: bool = False) -> dict[str, Any]:
     """Full-ranking metrics of ``model`` on ``split`` of ``dataset`` (HRNN protocol).
 
     Returns fractions keyed ``recall@K``, ``mrr@K``, ``ndcg@K``, ``precision@K``,
@@ -388,11 +393,12 @@ def evaluate_model(model: SessionModel, dataset: PreparedDataset, split: Split =
     ``n_unknown_targets``, ``split``, ``tie_policy``, ``eval_seconds`` and, with
     ``breakdowns=True``, per-bucket rows by position in session, user-history length and
     session length under ``breakdowns``. Per-target ranks: ``rank_cases``.
-    The model's training mode is restored afterwards.
+    The model's training mode is restored afterwards. ``ignore_history``: see
+    ``rank_cases``.
     """
     cut_offs = check_ks(ks)
     ranked = rank_cases(model, dataset, split, cut_offs, batch_size, max_sessions,
-                        tie_policy, progress)
+                        tie_policy, progress, ignore_history)
     result = summarize(ranked, cut_offs, breakdowns)
     result["split"] = split
     result["tie_policy"] = tie_policy
@@ -437,6 +443,9 @@ def register(subparsers: Any) -> None:
                         help="evaluate a fixed random subset of this many target sessions")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-plots", action="store_true", help="skip report.md and PNGs")
+    parser.add_argument("--ignore-history", action="store_true",
+                        help="ablation: start every session from the zero user state (what "
+                             "does user history add?); writes RUN/metrics.no-history.json")
     parser.set_defaults(func=run_evaluate)
 
 
@@ -474,7 +483,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     dataset = PreparedDataset.load(data_path)
 
     ranked = rank_cases(model, dataset, args.split, args.ks, args.batch_size,
-                        args.max_sessions, args.tie_policy, progress=True)
+                        args.max_sessions, args.tie_policy, progress=True,
+                        ignore_history=args.ignore_history)
     if ranked.rank.size == 0:
         raise ValueError(f"{data_path}: split {args.split!r} has no target events to score")
     metrics: dict[str, Any] = summarize(ranked, args.ks, breakdowns=True)
@@ -490,11 +500,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     "n_items": dataset.n_items, "n_users": dataset.n_users},
         "device": str(device),
         "max_sessions": args.max_sessions,
+        "ignore_history": args.ignore_history,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     if trained_on and dataset.fingerprint and trained_on != dataset.fingerprint:
         print(f"warning: the run was trained on dataset {trained_on}, evaluating on "
               f"{dataset.fingerprint}", file=sys.stderr)
+    if args.ignore_history:
+        _write_json(run_dir / "metrics.no-history.json", metrics)
+        print(format_table(metrics))
+        print(f"wrote {run_dir / 'metrics.no-history.json'}")
+        return 0
     _write_json(run_dir / "metrics.json", metrics)
     ranked.to_frame().write_parquet(run_dir / "ranks.parquet")
     written = [run_dir / "metrics.json", run_dir / "ranks.parquet"]

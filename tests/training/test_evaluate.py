@@ -162,6 +162,17 @@ def test_history_changes_user_aware_results_only() -> None:
                                   rank_cases(agnostic, no_history, progress=False).rank)
 
 
+def test_ignore_history_equals_a_log_without_history() -> None:
+    data = make_tiny_dataset()
+    no_history = make_tiny_dataset()
+    no_history.train = no_history.train.with_columns(user=pl.lit(0, pl.Int32))
+    aware = NextItemModel(data.n_items)
+    ablated = rank_cases(aware, data, progress=False, ignore_history=True)
+    np.testing.assert_array_equal(ablated.rank,
+                                  rank_cases(aware, no_history, progress=False).rank)
+    assert not np.array_equal(ablated.rank, rank_cases(aware, data, progress=False).rank)
+
+
 def test_only_target_events_are_scored() -> None:
     data = varied_dataset()
     model = NextItemModel(data.n_items)
