@@ -80,6 +80,14 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
                               [{"loc": "body", "message": str(
                                   (errors[0].get("ctx") or {}).get("error", "invalid JSON")),
                                 "type": "json_invalid"}])
+    content_type = request.headers.get("content-type", "")
+    if (request.method in ("POST", "PUT", "PATCH") and "json" not in content_type.lower()
+            and any(tuple(error.get("loc", ()))[:1] == ("body",) for error in errors)):
+        # FastAPI parses bodies as JSON only when they say so; `curl -d` says form data.
+        return error_response(
+            415, "unsupported_media_type",
+            "the body must be JSON sent with the header Content-Type: application/json "
+            f"(got {content_type or 'no Content-Type'})", None)
     details = [{"loc": _location(error.get("loc", ())), "message": str(error.get("msg", "")),
                 "type": str(error.get("type", ""))} for error in errors]
     summary = "; ".join(f"{d['loc']}: {d['message']}" for d in details[:5])
