@@ -186,14 +186,23 @@ def format_timestamp(value: float) -> str:
 
 
 # ---- scripts ---------------------------------------------------------------------------
+def _lua_source(name: str) -> str:
+    """A script's text with each ``--#include NAME`` line replaced by ``lua/NAME.lua``
+    (Redis scripts cannot load each other; shared helpers are spliced in)."""
+    text = resources.files("service").joinpath("lua", f"{name}.lua").read_text(
+        encoding="utf-8")
+    return "".join(_lua_source(line.removeprefix("--#include").strip()) + "\n"
+                   if line.startswith("--#include") else line
+                   for line in text.splitlines(keepends=True))
+
+
 class Script:
     """A Lua script addressed by its SHA1; loaded lazily when the server lacks it (first
     use, or after a Redis restart emptied the script cache)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = resources.files("service").joinpath("lua", f"{name}.lua").read_text(
-            encoding="utf-8")
+        self.source = _lua_source(name)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
 
 

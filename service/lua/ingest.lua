@@ -11,6 +11,8 @@
 --          state_blob|false, state_n, unfolded_clicks, all_clicks, new_generation}
 -- status: 'ok' | 'rollover' (idle gap: the caller closes the session and retries; nothing
 -- was written) | 'conflict' (the session belongs to another user; nothing was written).
+--#include _cache_view
+
 local idle = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local max_clicks = tonumber(ARGV[3])
@@ -104,26 +106,6 @@ end
 -- 4. What the caller needs to bring the model's cached state up to date.
 local info = redis.call('HMGET', KEYS[1], 'total', 'started_at', 'last_event_at')
 local total = tonumber(info[1]) or 0
-local cached = redis.call('HMGET', KEYS[3], field, field .. '#n')
-local blob = cached[1]
-local folded = tonumber(cached[2]) or 0
-local held = redis.call('LLEN', KEYS[2])
-local missing = total - folded
-local unfolded
-if blob == false or missing > held or missing < 0 then
-  -- No usable cache (new model version, or more clicks missed than the list holds):
-  -- the caller rebuilds from the clicks the list still holds.
-  blob = false
-  folded = 0
-  unfolded = redis.call('LRANGE', KEYS[2], 0, -1)
-elseif missing == 0 then
-  unfolded = {}
-else
-  unfolded = redis.call('LRANGE', KEYS[2], -missing, -1)
-end
-local all = {}
-if want_all then
-  all = redis.call('LRANGE', KEYS[2], 0, -1)
-end
+local blob, folded, unfolded, all = cache_view(KEYS[2], KEYS[3], field, total, want_all)
 return {'ok', gen, meta_user, #fresh, duplicates, total, info[2] or '', info[3] or '',
         blob, folded, unfolded, all, new_generation}
