@@ -27,7 +27,8 @@ from service.engine import ModelBundle
 WARMUP_CLICKS = 50
 
 
-def _percentile(samples: list[float], q: float) -> float:
+def percentile(samples: list[float], q: float) -> float:
+    """The q-th percentile (0..100, linear interpolation); 0.0 for no samples."""
     return float(np.percentile(np.asarray(samples), q)) if samples else 0.0
 
 
@@ -74,13 +75,13 @@ def bench_engine(bundle_dir: Path, clicks: int = 2000, *, k: int = 20, session_l
     return {
         "model": bundle.key, "n_items": bundle.n_items, "providers": bundle.providers,
         "clicks": clicks, "k": k, "intra_op_threads": intra_op_threads,
-        "p50_ms": _percentile(per_click, 50), "p99_ms": _percentile(per_click, 99),
+        "p50_ms": percentile(per_click, 50), "p99_ms": percentile(per_click, 99),
         "mean_ms": float(np.mean(per_click)) if per_click else 0.0,
         "clicks_per_s": 1e3 / float(np.mean(per_click)) if per_click else 0.0,
-        "advance_p50_ms": _percentile(advance_ms, 50),
-        "advance_p99_ms": _percentile(advance_ms, 99),
-        "top_k_p50_ms": _percentile(top_k_ms, 50), "top_k_p99_ms": _percentile(top_k_ms, 99),
-        "start_p50_ms": _percentile(start_ms, 50),
+        "advance_p50_ms": percentile(advance_ms, 50),
+        "advance_p99_ms": percentile(advance_ms, 99),
+        "top_k_p50_ms": percentile(top_k_ms, 50), "top_k_p99_ms": percentile(top_k_ms, 99),
+        "start_p50_ms": percentile(start_ms, 50),
     }
 
 

@@ -29,13 +29,13 @@ BENCH_DIR = Path("var/bench")
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
+    """Latency summary, with the same percentile definition as the engine benchmark."""
+    from service.bench_engine import percentile
 
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
-
-    return {"p50_ms": pick(0.50), "p90_ms": pick(0.90), "p99_ms": pick(0.99),
-            "mean_ms": round(statistics.fmean(ordered), 3), "n": len(ordered)}
+    return {"p50_ms": round(percentile(samples_ms, 50), 3),
+            "p90_ms": round(percentile(samples_ms, 90), 3),
+            "p99_ms": round(percentile(samples_ms, 99), 3),
+            "mean_ms": round(statistics.fmean(samples_ms), 3), "n": len(samples_ms)}
 
 
 def build_bench_bundle(n_items: int, root: Path, model_name: str = "hrnn-init") -> Path:
