@@ -44,7 +44,6 @@ Output: CSV ``user_id,session_id,item_id,timestamp`` (read by ``nextclick prepar
 from __future__ import annotations
 
 import argparse
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,9 +356,3 @@ def run(args: argparse.Namespace) -> int:
           f"length {events.height / n_sessions:.2f}) to {args.out}"
           + (f"; catalog {items_path}" if items_path else "") + f". Seed {cfg.seed}.")
     return 0
-
-
-def read_catalog(path: Path) -> dict[str, str]:
-    """item id -> title from an ``items.csv`` sidecar (for demos and reports)."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        return {row["item_id"]: row["title"] for row in csv.DictReader(handle)}
