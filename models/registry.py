@@ -1,15 +1,16 @@
 """Name -> model class. Model modules register themselves with ``@register``; the
-registry imports them on first use so ``import models`` stays cheap."""
+registry imports every module of the ``models`` package on first use (so a new model is
+one new file, and ``import models`` stays cheap)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 from typing import Any
 
 from models.base import SessionModel
 
-_MODULES = ("models.pop", "models.gru4rec", "models.hrnn")
 _REGISTRY: dict[str, type[SessionModel]] = {}
 _loaded = False
 
@@ -22,8 +23,11 @@ def register(cls: type[SessionModel]) -> type[SessionModel]:
 def _load() -> None:
     global _loaded
     if not _loaded:
-        for module in _MODULES:
-            importlib.import_module(module)
+        import models
+
+        for module in sorted(info.name for info in pkgutil.iter_modules(models.__path__)):
+            if module not in ("base", "registry"):
+                importlib.import_module(f"models.{module}")
         _loaded = True
 
 
