@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     max_closed_tracked: int = Field(default=1024, ge=1,
                                     description="closed sessions remembered per user "
                                     "for exactly-once folding")
-    event_id_ttl: int = Field(default=24 * 3600, gt=0)
+    event_id_ttl: int = Field(default=24 * 3600, gt=0,
+                              description="seconds an event id is remembered for dedup")
+    max_event_ids: int = Field(default=1000, ge=1, le=1_000_000,
+                               description="newest event ids remembered per session")
 
     # --- request limits ---------------------------------------------------------------
     max_k: int = Field(default=100, ge=1, le=10_000)

@@ -229,14 +229,16 @@ def test_session_of_another_user_is_a_conflict(client: TestClient) -> None:
 
 
 def test_delete_user_erases_user_and_sessions(client: TestClient, db: redis.Redis) -> None:
-    click(client, "s1", "i1", user_id="u", timestamp=T0)
-    click(client, "s2", "i2", user_id="u", timestamp=T0 + 10)
-    click(client, "other", "i2", user_id="v", timestamp=T0)
+    click(client, "s1", "i1", user_id="u", timestamp=T0, event_id="e1")
+    click(client, "s2", "i2", user_id="u", timestamp=T0 + 10, event_id="e2")
+    click(client, "other", "i2", user_id="v", timestamp=T0, event_id="e3")
+    assert db.exists("nc:{s:s1}:events", "nc:{s:s2}:events") == 2
     response = client.delete("/users/u")
     assert response.status_code == 204
     assert not list(db.scan_iter("nc:{u:u}:*"))
-    assert not db.exists("nc:{s:s1}:meta", "nc:{s:s1}:clicks", "nc:{s:s2}:meta")
-    assert db.exists("nc:{s:other}:meta") and db.exists("nc:{u:v}:meta")
+    # Sessions, their states and the idempotency record of their event ids are gone.
+    assert not list(db.scan_iter("nc:{s:s1}:*")) and not list(db.scan_iter("nc:{s:s2}:*"))
+    assert db.exists("nc:{s:other}:meta", "nc:{s:other}:events", "nc:{u:v}:meta") == 3
     assert client.delete("/users/u").status_code == 204  # idempotent
 
 

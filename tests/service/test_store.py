@@ -99,6 +99,42 @@ def test_idle_gap_asks_for_rollover_and_writes_nothing(settings: Settings,
     with_store(settings, body)
 
 
+def test_event_ids_are_remembered_within_ttl_and_count(settings: Settings) -> None:
+    async def body(store: StateStore) -> None:
+        first, _ = await store.ingest("s", events("a", "b", "c", ids=True), user_id=None,
+                                      model_key=FIELD, want_all=False)
+        assert (first.accepted, first.duplicates) == (3, 0)
+        again, _ = await store.ingest("s", events("a", "b", "c", ids=True), user_id=None,
+                                      model_key=FIELD, want_all=False)
+        # Only the newest two ids are remembered: "a"'s id was forgotten, so it is new.
+        assert (again.accepted, again.duplicates, again.total) == (1, 2, 4)
+        ids = await store.client.zrange("nc:{s:s}:events", 0, -1)
+        assert len(ids) == 2
+        ttl = await store.client.ttl("nc:{s:s}:events")
+        assert 0 < ttl <= 60
+
+    with_store(settings, body, max_event_ids=2, event_id_ttl=60)
+
+
+def test_event_ids_expire_after_their_ttl(settings: Settings) -> None:
+    clock = [T0]
+
+    async def body(store: StateStore) -> None:
+        store.clock = lambda: clock[0]
+        await store.ingest("s", events("a", ids=True), user_id=None, model_key=FIELD,
+                           want_all=False)
+        clock[0] += 30
+        dup, _ = await store.ingest("s", events("a", ids=True), user_id=None,
+                                    model_key=FIELD, want_all=False)
+        assert dup.duplicates == 1
+        clock[0] += 31  # past the 60 s TTL: the id is new again (at-least-once beyond it)
+        late, _ = await store.ingest("s", events("a", ids=True), user_id=None,
+                                     model_key=FIELD, want_all=False)
+        assert (late.accepted, late.duplicates) == (1, 0)
+
+    with_store(settings, body, event_id_ttl=60)
+
+
 def test_conflicting_user_writes_nothing(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a"), user_id="alice", model_key=FIELD, want_all=False)
