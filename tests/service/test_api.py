@@ -366,3 +366,37 @@ def test_models_health_metrics_docs(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert "/sessions/{session_id}/events" in schema["paths"]
     assert client.get("/").status_code == 200
+
+
+# ---- Redis Cluster -----------------------------------------------------------------------
+def test_api_flow_on_a_redis_cluster(settings: Settings, cluster_url: str) -> None:
+    """Session and user keys live on different slots (and masters): the click path, the
+    close-and-fold across them, personalisation and erasure all hold on a real cluster."""
+    cluster = redis.RedisCluster.from_url(cluster_url.replace("redis+cluster://", "redis://"),
+                                          decode_responses=True)
+    slots = {cluster.keyslot(key) for key in ("nc:{s:c1}:meta", "nc:{s:c2}:meta",
+                                               "nc:{u:cu}:meta")}
+    assert len(slots) == 3
+    app = create_app(settings.model_copy(update={"redis_url": cluster_url}))
+    with TestClient(app) as client:
+        for offset, item in enumerate(("i1", "i2", "i3")):
+            click(client, "c1", item, user_id="cu", timestamp=T0 + offset, event_id=f"e{item}")
+        assert click(client, "c1", "i3", user_id="cu", timestamp=T0 + 2,
+                     event_id="ei3")["duplicates"] == 1
+        assert [c["item_id"] for c in client.get("/sessions/c1").json()["clicks"]] == \
+            ["i1", "i2", "i3"]
+        # The user's next session closes c1 and folds it into the user, once.
+        click(client, "c2", "i4", user_id="cu", timestamp=T0 + 100)
+        assert client.post("/sessions/c1/end").status_code == 200
+        assert cluster.hget("nc:{u:cu}:meta", "sessions_total") == "1"
+        assert [json.loads(h) for h in cluster.lrange("nc:{u:cu}:history", 0, -1)] == \
+            [["i1", "i2", "i3"]]
+        personal = client.get("/recommend", params={"user_id": "cu", "k": 5}).json()
+        assert personal["source"] == "user" and len(personal["recommendations"]) == 5
+        assert cluster.hget("nc:{u:cu}:state", f"{HRNN_FIELD}#n") == "1"
+        assert client.get("/readyz").status_code == 200
+        assert client.delete("/users/cu").status_code == 204
+        assert client.get("/sessions/c1").status_code == 404
+        assert client.get("/sessions/c2").status_code == 404
+        assert not cluster.exists("nc:{u:cu}:meta", "nc:{u:cu}:history", "nc:{s:c1}:events")
+    cluster.close()

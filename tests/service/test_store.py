@@ -1,4 +1,5 @@
-"""The Redis state store and its Lua scripts, against a real Redis."""
+"""The Redis state store and its Lua scripts: the state contract, run against a real
+single Redis and against a real 3-master Redis Cluster (``redis+cluster://`` URL)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,20 @@ T0 = 1_700_000_000.0
 FIELD = "m@1"
 
 
-@pytest.fixture
-def settings(redis_url: str) -> Settings:
-    """Store tests need Redis only (no model bundles)."""
-    return Settings(redis_url=redis_url)
+@pytest.fixture(params=["single", "cluster"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """Store tests need Redis only (no model bundles); each runs on both deployments."""
+    fixture = "redis_url" if request.param == "single" else "cluster_url"
+    return Settings(redis_url=request.getfixturevalue(fixture))
+
+
+def raw_client(settings: Settings) -> Any:
+    """A plain synchronous client of the same deployment, for checks behind the store."""
+    assert settings.redis_url is not None
+    if is_cluster_url(settings.redis_url):
+        return redis.RedisCluster.from_url(
+            settings.redis_url.replace("redis+cluster://", "redis://"))
+    return redis.Redis.from_url(settings.redis_url)
 
 
 def with_store(settings: Settings, body: Callable[[StateStore], Awaitable[T]],
@@ -63,7 +74,7 @@ def test_ingest_appends_and_reports_unfolded_clicks(settings: Settings) -> None:
     with_store(settings, body)
 
 
-def test_compare_and_set_never_goes_backwards(settings: Settings, redis_url: str) -> None:
+def test_compare_and_set_never_goes_backwards(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a", "b", "c"), user_id=None, model_key=FIELD,
                            want_all=False)
@@ -73,13 +84,12 @@ def test_compare_and_set_never_goes_backwards(settings: Settings, redis_url: str
         assert await store.save_states(session=("s", 7, FIELD, b"other-gen", 9)) == [False]
 
     with_store(settings, body)
-    db = redis.Redis.from_url(redis_url)
+    db = raw_client(settings)
     assert db.hget("nc:{s:s}:state", FIELD) == b"three"
     db.close()
 
 
-def test_idle_gap_asks_for_rollover_and_writes_nothing(settings: Settings,
-                                                       redis_url: str) -> None:
+def test_idle_gap_asks_for_rollover_and_writes_nothing(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a"), user_id=None, model_key=FIELD, want_all=False)
         late = events("b", start=T0 + settings.session_idle_timeout + 1, ids=True)
@@ -208,11 +218,10 @@ def test_erased_user_is_not_recreated_by_a_late_write(settings: Settings) -> Non
     with_store(settings, body)
 
 
-def test_scripts_reload_after_the_server_forgets_them(settings: Settings,
-                                                      redis_url: str) -> None:
+def test_scripts_reload_after_the_server_forgets_them(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a"), user_id="u", model_key=FIELD, want_all=False)
-        db = redis.Redis.from_url(redis_url)
+        db = raw_client(settings)
         db.script_flush()
         db.close()
         result, user = await store.ingest("s", events("b", start=T0 + 1), user_id="u",
