@@ -7,7 +7,7 @@ Nothing is created at import time: ``Settings()`` is built by the CLI or by the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str] | None, NoDecode] = None
 
     # --- redis client ---------------------------------------------------------------
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        default="everysec", description="AOF fsync policy of the embedded redis-server")
     redis_socket_timeout: float = Field(default=2.0, gt=0)
     redis_health_check_interval: int = Field(default=15, ge=0)
     redis_max_connections: int = Field(default=256, ge=1)
