@@ -54,8 +54,9 @@ class Settings(BaseSettings):
                                     "for exactly-once folding")
     event_id_ttl: int = Field(default=24 * 3600, gt=0,
                               description="seconds an event id is remembered for dedup")
-    max_event_ids: int = Field(default=1000, ge=1, le=1_000_000,
-                               description="newest event ids remembered per session")
+    max_event_ids: int = Field(default=128, ge=1, le=1_000_000,
+                               description="newest event ids remembered per session (128 "
+                               "keeps Redis' compact zset encoding)")
 
     # --- request limits ---------------------------------------------------------------
     max_k: int = Field(default=100, ge=1, le=10_000)

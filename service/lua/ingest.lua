@@ -83,8 +83,18 @@ if #fresh > 0 then
   local with_ids = false
   for _, event in ipairs(fresh) do
     if event[1] ~= '' then
+      if not with_ids then
+        -- Forget ids past their TTL once per request.
+        redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. oldest)
+        with_ids = true
+      end
+      -- Keep at most max_ids: drop the oldest before adding, so the set never grows past
+      -- the bound (and stays in Redis' compact encoding when max_ids <= 128).
+      local excess = redis.call('ZCARD', KEYS[4]) - max_ids + 1
+      if excess > 0 then
+        redis.call('ZPOPMIN', KEYS[4], excess)
+      end
       redis.call('ZADD', KEYS[4], now, event[1])
-      with_ids = true
     end
     redis.call('RPUSH', KEYS[2], event[2] .. '\t' .. event[3])
     local ts = tonumber(event[2])
@@ -102,9 +112,6 @@ if #fresh > 0 then
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
   if with_ids then
-    -- Forget ids past the TTL, then all but the newest max_ids.
-    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. oldest)
-    redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(max_ids + 1))
     redis.call('EXPIRE', KEYS[4], event_ttl)
   end
 end
