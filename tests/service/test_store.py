@@ -145,6 +145,22 @@ def test_event_ids_expire_after_their_ttl(settings: Settings) -> None:
     with_store(settings, body, event_id_ttl=60)
 
 
+def test_session_and_user_keys_expire_after_their_configured_ttls(settings: Settings) -> None:
+    async def body(store: StateStore) -> None:
+        await store.ingest("s", events("a", ids=True), user_id="u", model_key=FIELD,
+                           want_all=False)
+        await store.save_states(session=("s", 1, FIELD, b"x", 1))
+        await store.fold_into_user("u", "old", 1, ["z"], T0)
+        await store.save_states(user=("u", FIELD, b"y", 1))
+        for part in ("meta", "clicks", "state"):
+            assert 3000 < await store.client.ttl(f"nc:{{s:s}}:{part}") <= 3600
+        assert 0 < await store.client.ttl("nc:{s:s}:events") <= 600
+        for part in ("meta", "history", "closed", "state"):
+            assert 80_000 < await store.client.ttl(f"nc:{{u:u}}:{part}") <= 86_400
+
+    with_store(settings, body, session_ttl=3600, user_ttl=86_400, event_id_ttl=600)
+
+
 def test_conflicting_user_writes_nothing(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a"), user_id="alice", model_key=FIELD, want_all=False)
