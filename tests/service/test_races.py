@@ -1,5 +1,6 @@
 """Exactly-once and no-lost-update across several real API processes (three ``nextclick
-serve`` processes sharing one real Redis), driven concurrently over real HTTP."""
+serve`` processes sharing one real Redis, or one real 3-master Redis Cluster), driven
+concurrently over real HTTP."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ HRNN_FIELD = "hrnn-init@v1"
 
 
 class Processes:
-    def __init__(self, urls: list[str]) -> None:
+    def __init__(self, urls: list[str], backend: str) -> None:
         self.urls = urls
+        self.backend = backend
         self.local = threading.local()
 
     def http(self) -> httpx.Client:
@@ -53,10 +55,14 @@ class Processes:
         return total
 
 
-@pytest.fixture(scope="module")
-def processes(redis_server: EmbeddedRedis | str, artifacts: Path,
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def processes(request: pytest.FixtureRequest, artifacts: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
-    url = redis_server if isinstance(redis_server, str) else redis_server.url
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+    else:
+        server: EmbeddedRedis | str = request.getfixturevalue("redis_server")
+        url = server if isinstance(server, str) else server.url
     env = {key: value for key, value in os.environ.items() if not key.startswith("NEXTCLICK_")}
     ports = [free_port() for _ in range(3)]
     procs = [subprocess.Popen(
@@ -77,7 +83,7 @@ def processes(redis_server: EmbeddedRedis | str, artifacts: Path,
                     pass
                 assert time.monotonic() < deadline, "API processes did not become ready"
                 time.sleep(0.1)
-        yield Processes(urls)
+        yield Processes(urls, request.param)
     finally:
         for proc in procs:
             proc.terminate()
@@ -88,8 +94,15 @@ def processes(redis_server: EmbeddedRedis | str, artifacts: Path,
 
 
 @pytest.fixture
-def db(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+def db(processes: Processes, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A flushed database of the processes' backend, and a plain client of it."""
+    if processes.backend == "cluster":
+        url = request.getfixturevalue("cluster_url")
+        connection: Any = redis.RedisCluster.from_url(
+            url.replace("redis+cluster://", "redis://"), decode_responses=True)
+    else:
+        connection = redis.Redis.from_url(request.getfixturevalue("redis_url"),
+                                          decode_responses=True)
     yield connection
     connection.close()
 
