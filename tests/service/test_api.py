@@ -88,6 +88,25 @@ def test_session_lifecycle_click_get_end(client: TestClient) -> None:
     assert [c["item_id"] for c in session["clicks"]] == ["i9"]
 
 
+def test_out_of_order_timestamps_follow_the_documented_rule(client: TestClient) -> None:
+    """Arrival order is click order; last_event_at is the maximum; an older timestamp
+    never triggers the idle rollover, and idleness is measured from the maximum."""
+    idle = 1800.0
+    click(client, "ooo", "i1", timestamp=T0 + 100)
+    click(client, "ooo", "i2", timestamp=T0)  # late-arriving older event
+    click(client, "ooo", "i3", timestamp=T0 + 100 - 2 * idle)  # far older: no rollover
+    session = client.get("/sessions/ooo").json()
+    assert [(c["item_id"], c["timestamp"]) for c in session["clicks"]] == [
+        ("i1", T0 + 100), ("i2", T0), ("i3", T0 + 100 - 2 * idle)]
+    assert session["last_event_at"] == T0 + 100 and session["started_at"] == T0 + 100
+    # Within the timeout of the maximum (not of the last arrival): same session.
+    click(client, "ooo", "i4", timestamp=T0 + 100 + idle)
+    assert len(client.get("/sessions/ooo").json()["clicks"]) == 4
+    # Past the timeout of the maximum: the next generation starts with this click.
+    click(client, "ooo", "i5", timestamp=T0 + 100 + 2 * idle + 1)
+    assert [c["item_id"] for c in client.get("/sessions/ooo").json()["clicks"]] == ["i5"]
+
+
 def test_recommendations_follow_the_clicks(client: TestClient) -> None:
     after_one = click(client, "s", "i1")
     after_two = click(client, "s", "i20")
@@ -202,6 +221,35 @@ def test_user_folded_once_on_next_session(client: TestClient, db: redis.Redis) -
     assert user_history(db, "u") == (1, [["i1", "i2"]])
     assert client.post("/sessions/s1/end").status_code == 200  # already closed: no-op
     assert user_history(db, "u")[0] == 1
+
+
+def test_close_interrupted_between_seal_and_fold_is_completed_later(
+        client: TestClient, settings: Settings, db: redis.Redis) -> None:
+    """A process that dies after sealing a session (session slot) but before folding it
+    into the user (user slot): the next closer (the user's next session, or a repeated
+    end) finds the sealed generation and folds it, once."""
+    from service.store import StateStore
+
+    for user in ("u1", "u2"):
+        click(client, f"{user}-a", "i1", user_id=user, timestamp=T0)
+        click(client, f"{user}-a", "i2", user_id=user, timestamp=T0 + 1)
+
+    async def seal_only() -> None:
+        assert settings.redis_url is not None
+        store = StateStore.from_url(settings.redis_url, settings)
+        for user in ("u1", "u2"):
+            await store.seal_session(f"{user}-a", expected_gen=None, expected_user=user,
+                                     now=T0 + 2)
+        await store.close()
+
+    asyncio.run(seal_only())
+    assert db.hget("nc:{u:u1}:meta", "sessions_total") is None  # the fold never ran
+    click(client, "u1-b", "i3", user_id="u1", timestamp=T0 + 10)  # next session
+    assert client.post("/sessions/u2-a/end").status_code == 200  # repeated end
+    click(client, "u2-b", "i3", user_id="u2", timestamp=T0 + 10)
+    for user in ("u1", "u2"):
+        assert db.hget(f"nc:{{u:{user}}}:meta", "sessions_total") == "1"
+        assert db.lrange(f"nc:{{u:{user}}}:history", 0, -1) == ['["i1", "i2"]']
 
 
 def test_returning_user_gets_a_personal_start(client: TestClient, db: redis.Redis) -> None:
