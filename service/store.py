@@ -4,6 +4,7 @@ Key layout (hash tags keep one session's keys, and one user's keys, in one clust
 every multi-key operation is a single Lua script on a single slot)::
 
     nc:{s:<sid>}:meta       hash  user_id gen status started_at last_event_at total closed_at
+                                  folded (1 once a closed generation is folded into its user)
     nc:{s:<sid>}:clicks     list  "<timestamp>\\t<item_id>", newest last, bounded
     nc:{s:<sid>}:state      hash  <model@version> -> state blob, <model@version>#n -> clicks
                                   of the generation's ``total`` folded into that blob
@@ -250,7 +251,7 @@ class StateStore:
 
     SCRIPT_NAMES = ("ingest", "peek_session", "touch_user", "seal_session",
                     "close_user_session", "save_session_state", "save_user_state",
-                    "delete_session_if_owned")
+                    "delete_session_if_owned", "mark_folded")
 
     def __init__(self, client: RedisClient, settings: Settings) -> None:
         self.client = client
@@ -398,6 +399,13 @@ class StateStore:
             [session_id, gen, json.dumps(list(items), ensure_ascii=False), format_timestamp(now),
              s.max_user_history, s.max_closed_tracked, s.user_ttl]))
         return bool(result)
+
+    async def mark_folded(self, session_id: str, gen: int) -> bool:
+        """Record that a closed generation is folded into its user (session slot): until
+        then the session id cannot start its next generation (``ingest`` answers
+        ``unfolded``), so a close interrupted between seal and fold is never skipped."""
+        return bool(await self._eval(Call(self.scripts["mark_folded"],
+                                          [session_key(session_id, "meta")], [gen])))
 
     # ---- reads and erasure ---------------------------------------------------------------
     async def get_session(self, session_id: str) -> SessionRecord | None:

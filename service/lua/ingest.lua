@@ -11,7 +11,9 @@
 -- Returns {status, gen, user_id, accepted, duplicates, total, started_at, last_event_at,
 --          state_blob|false, state_n, unfolded_clicks, all_clicks, new_generation}
 -- status: 'ok' | 'rollover' (idle gap: the caller closes the session and retries; nothing
--- was written) | 'conflict' (the session belongs to another user; nothing was written).
+-- was written) | 'conflict' (the session belongs to another user; nothing was written) |
+-- 'unfolded' (the closed generation is not yet folded into its user, e.g. its closer died
+-- between seal and fold: the caller completes the close and retries; nothing was written).
 --#include _cache_view
 
 local idle = tonumber(ARGV[1])
@@ -25,7 +27,8 @@ local now = tonumber(ARGV[8])
 local max_ids = tonumber(ARGV[9])
 local n_events = tonumber(ARGV[10])
 
-local meta = redis.call('HMGET', KEYS[1], 'gen', 'status', 'user_id', 'last_event_at')
+local meta = redis.call('HMGET', KEYS[1], 'gen', 'status', 'user_id', 'last_event_at',
+                        'folded')
 local exists = meta[1] ~= false
 local gen = tonumber(meta[1]) or 0
 local status = meta[2] or ''
@@ -66,11 +69,14 @@ if #fresh > 0 then
       meta_user = user
     end
   else
+    if exists and meta_user ~= '' and meta[5] ~= '1' then
+      return {'unfolded', gen, meta_user}
+    end
     -- A new session, or a new generation of a closed one: clicks and states restart.
     gen = gen + 1
     new_generation = 1
     redis.call('DEL', KEYS[2], KEYS[3])
-    redis.call('HDEL', KEYS[1], 'closed_at')
+    redis.call('HDEL', KEYS[1], 'closed_at', 'folded')
     redis.call('HSET', KEYS[1], 'gen', gen, 'status', 'open', 'user_id', user,
                'started_at', fresh[1][2], 'last_event_at', fresh[1][2], 'total', 0)
     meta_user = user

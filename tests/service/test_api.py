@@ -226,18 +226,19 @@ def test_user_folded_once_on_next_session(client: TestClient, db: redis.Redis) -
 def test_close_interrupted_between_seal_and_fold_is_completed_later(
         client: TestClient, settings: Settings, db: redis.Redis) -> None:
     """A process that dies after sealing a session (session slot) but before folding it
-    into the user (user slot): the next closer (the user's next session, or a repeated
-    end) finds the sealed generation and folds it, once."""
+    into the user (user slot): the next closer (the user's next session, a repeated end,
+    or the same session id resuming) finds the sealed generation and folds it, once."""
     from service.store import StateStore
 
-    for user in ("u1", "u2"):
+    users = ("u1", "u2", "u3")
+    for user in users:
         click(client, f"{user}-a", "i1", user_id=user, timestamp=T0)
         click(client, f"{user}-a", "i2", user_id=user, timestamp=T0 + 1)
 
     async def seal_only() -> None:
         assert settings.redis_url is not None
         store = StateStore.from_url(settings.redis_url, settings)
-        for user in ("u1", "u2"):
+        for user in users:
             await store.seal_session(f"{user}-a", expected_gen=None, expected_user=user,
                                      now=T0 + 2)
         await store.close()
@@ -247,7 +248,9 @@ def test_close_interrupted_between_seal_and_fold_is_completed_later(
     click(client, "u1-b", "i3", user_id="u1", timestamp=T0 + 10)  # next session
     assert client.post("/sessions/u2-a/end").status_code == 200  # repeated end
     click(client, "u2-b", "i3", user_id="u2", timestamp=T0 + 10)
-    for user in ("u1", "u2"):
+    click(client, "u3-a", "i3", user_id="u3", timestamp=T0 + 10)  # same id resumes
+    assert [c["item_id"] for c in client.get("/sessions/u3-a").json()["clicks"]] == ["i3"]
+    for user in users:
         assert db.hget(f"nc:{{u:{user}}}:meta", "sessions_total") == "1"
         assert db.lrange(f"nc:{{u:{user}}}:history", 0, -1) == ['["i1", "i2"]']
 

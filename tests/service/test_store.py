@@ -161,6 +161,26 @@ def test_session_and_user_keys_expire_after_their_configured_ttls(settings: Sett
     with_store(settings, body, session_ttl=3600, user_ttl=86_400, event_id_ttl=600)
 
 
+def test_next_generation_waits_for_the_fold_of_the_last(settings: Settings) -> None:
+    async def body(store: StateStore) -> None:
+        await store.ingest("s", events("a"), user_id="u", model_key=FIELD, want_all=False)
+        sealed = await store.seal_session("s", expected_gen=None, expected_user="u", now=T0)
+        assert isinstance(sealed, SealedSession)
+        refused, _ = await store.ingest("s", events("b", start=T0 + 5, ids=True),
+                                        user_id="u", model_key=FIELD, want_all=False)
+        assert (refused.status, refused.gen) == ("unfolded", 1)
+        record = await store.get_session("s")
+        assert record is not None and [c.item_id for c in record.clicks] == ["a"]
+        assert await store.fold_into_user("u", "s", 1, ["a"], T0)
+        assert await store.mark_folded("s", 1)
+        assert not await store.mark_folded("s", 2)  # no such generation
+        resumed, _ = await store.ingest("s", events("b", start=T0 + 5, ids=True),
+                                        user_id="u", model_key=FIELD, want_all=False)
+        assert (resumed.status, resumed.gen, resumed.accepted) == ("ok", 2, 1)
+
+    with_store(settings, body)
+
+
 def test_conflicting_user_writes_nothing(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a"), user_id="alice", model_key=FIELD, want_all=False)
