@@ -73,7 +73,7 @@ class SessionService:
     """Stateless between requests: everything lives in Redis, so any number of replicas
     can serve the same sessions."""
 
-    MAX_ROLLOVER_ATTEMPTS = 3
+    MAX_ROLLOVER_ATTEMPTS = 4  # rollover, unfolded (a racing closer), ok: with margin
 
     def __init__(self, store: StateStore, engine: Engine, settings: Settings,
                  executor: Executor, metrics: Metrics) -> None:
