@@ -112,7 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embedded: EmbeddedRedis | None = None
         url = settings.redis_url
         if url is None:
-            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            embedded = EmbeddedRedis(settings.data_dir / "redis",
+                                     appendfsync=settings.redis_appendfsync)
             url = await asyncio.to_thread(embedded.start)
         try:
             try:

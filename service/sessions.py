@@ -73,7 +73,7 @@ class SessionService:
     """Stateless between requests: everything lives in Redis, so any number of replicas
     can serve the same sessions."""
 
-    MAX_ROLLOVER_ATTEMPTS = 3
+    MAX_ROLLOVER_ATTEMPTS = 4  # rollover, unfolded (a racing closer), ok: with margin
 
     def __init__(self, store: StateStore, engine: Engine, settings: Settings,
                  executor: Executor, metrics: Metrics) -> None:
@@ -168,11 +168,13 @@ class SessionService:
                 raise ApiError(409, "session_user_conflict",
                                f"session {session_id!r} belongs to another user; use a new "
                                f"session id for this user")
-            if result.status != "rollover":
+            if result.status not in ("rollover", "unfolded"):
                 break
-            # Idle longer than the timeout: close that generation, then the retry starts
-            # the next one (nothing was written by the refused ingest).
-            self.metrics.inc("nextclick_session_rollovers_total")
+            # Idle longer than the timeout (or a closed generation whose fold into its user
+            # did not complete): close that generation, then the retry starts the next one
+            # (nothing was written by the refused ingest).
+            if result.status == "rollover":
+                self.metrics.inc("nextclick_session_rollovers_total")
             await self.close_session(session_id, expected_gen=result.gen, expected_user=None)
         else:
             raise ApiError(409, "session_busy", "the session changed repeatedly while "
@@ -253,10 +255,12 @@ class SessionService:
     # ---- closing ------------------------------------------------------------------------
     async def close_session(self, session_id: str, *, expected_gen: int | None,
                             expected_user: str | None) -> SealedSession | str | None:
-        """Seal the session generation (session slot), then fold its clicks into its user
-        exactly once (user slot). Safe to race and to repeat: a second closer gets the
-        same sealed generation and its fold is a no-op. The user's model states catch up
-        lazily, on the user's next session start or personalised request."""
+        """Seal the session generation (session slot), fold its clicks into its user
+        exactly once (user slot), then mark it folded (session slot). Safe to race and to
+        repeat: a second closer gets the same sealed generation and its fold is a no-op; a
+        closer that died midway is completed by the next one, since the session id cannot
+        start a new generation before its last one is marked folded. The user's model
+        states catch up lazily, on the user's next session start or personalised request."""
         sealed = await self.store.seal_session(session_id, expected_gen=expected_gen,
                                                expected_user=expected_user, now=time.time())
         if not isinstance(sealed, SealedSession):
@@ -269,6 +273,7 @@ class SessionService:
                 [click.item_id for click in sealed.clicks], time.time())
             if folded:
                 self.metrics.inc("nextclick_user_sessions_folded_total")
+            await self.store.mark_folded(session_id, sealed.gen)
         return sealed
 
     async def end_session(self, session_id: str) -> SealedSession:

@@ -7,7 +7,7 @@ Nothing is created at import time: ``Settings()`` is built by the CLI or by the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -52,7 +52,11 @@ class Settings(BaseSettings):
     max_closed_tracked: int = Field(default=1024, ge=1,
                                     description="closed sessions remembered per user "
                                     "for exactly-once folding")
-    event_id_ttl: int = Field(default=24 * 3600, gt=0)
+    event_id_ttl: int = Field(default=24 * 3600, gt=0,
+                              description="seconds an event id is remembered for dedup")
+    max_event_ids: int = Field(default=128, ge=1, le=1_000_000,
+                               description="newest event ids remembered per session (128 "
+                               "keeps Redis' compact zset encoding)")
 
     # --- request limits ---------------------------------------------------------------
     max_k: int = Field(default=100, ge=1, le=10_000)
@@ -63,6 +67,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str] | None, NoDecode] = None
 
     # --- redis client ---------------------------------------------------------------
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        default="everysec", description="AOF fsync policy of the embedded redis-server")
     redis_socket_timeout: float = Field(default=2.0, gt=0)
     redis_health_check_interval: int = Field(default=15, ge=0)
     redis_max_connections: int = Field(default=256, ge=1)

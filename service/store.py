@@ -4,10 +4,13 @@ Key layout (hash tags keep one session's keys, and one user's keys, in one clust
 every multi-key operation is a single Lua script on a single slot)::
 
     nc:{s:<sid>}:meta       hash  user_id gen status started_at last_event_at total closed_at
+                                  folded (1 once a closed generation is folded into its user)
     nc:{s:<sid>}:clicks     list  "<timestamp>\\t<item_id>", newest last, bounded
     nc:{s:<sid>}:state      hash  <model@version> -> state blob, <model@version>#n -> clicks
                                   of the generation's ``total`` folded into that blob
-    nc:{s:<sid>}:ev:<eid>   str   idempotency key of one event id (SET NX EX)
+    nc:{s:<sid>}:events     zset  event id -> time accepted: the idempotency record of the
+                                  session's events (ids older than ``event_id_ttl`` and all
+                                  but the newest ``max_event_ids`` are forgotten)
     nc:{u:<uid>}:meta       hash  open_session last_event_at sessions_total
     nc:{u:<uid>}:history    list  JSON item-id lists of past sessions, newest last, bounded
     nc:{u:<uid>}:closed     zset  "<sid>#<gen>" -> close time (exactly-once folding)
@@ -26,7 +29,8 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, cast
@@ -55,16 +59,12 @@ def session_key(session_id: str, part: str) -> str:
     return f"nc:{{s:{session_id}}}:{part}"
 
 
-def event_key(session_id: str, event_id: str) -> str:
-    return f"nc:{{s:{session_id}}}:ev:{event_id}"
-
-
 def user_key(user_id: str, part: str) -> str:
     return f"nc:{{u:{user_id}}}:{part}"
 
 
 def session_keys(session_id: str) -> list[str]:
-    return [session_key(session_id, part) for part in ("meta", "clicks", "state")]
+    return [session_key(session_id, part) for part in ("meta", "clicks", "state", "events")]
 
 
 def user_keys(user_id: str) -> list[str]:
@@ -251,13 +251,15 @@ class StateStore:
 
     SCRIPT_NAMES = ("ingest", "peek_session", "touch_user", "seal_session",
                     "close_user_session", "save_session_state", "save_user_state",
-                    "delete_session_if_owned")
+                    "delete_session_if_owned", "mark_folded")
 
     def __init__(self, client: RedisClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.cluster = isinstance(client, RedisCluster)
         self.scripts = {name: Script(name) for name in self.SCRIPT_NAMES}
+        #: Wall clock that dates accepted event ids (for the ``event_id_ttl`` window).
+        self.clock: Callable[[], float] = time.time
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> StateStore:
@@ -304,12 +306,10 @@ class StateStore:
         s = self.settings
         keys = session_keys(session_id)
         args: list[Any] = [s.session_idle_timeout, s.session_ttl, s.max_session_clicks,
-                           s.event_id_ttl, model_key, user_id or "", int(want_all), len(events)]
+                           s.event_id_ttl, model_key, user_id or "", int(want_all),
+                           format_timestamp(self.clock()), s.max_event_ids, len(events)]
         for event in events:
-            if event.event_id is not None:
-                keys.append(event_key(session_id, event.event_id))
-            args += [int(event.event_id is not None), format_timestamp(event.timestamp),
-                     event.item_id]
+            args += [event.event_id or "", format_timestamp(event.timestamp), event.item_id]
         return Call(self.scripts["ingest"], keys, args)
 
     def _touch_call(self, user_id: str, session_id: str | None, timestamp: float,
@@ -338,7 +338,8 @@ class StateStore:
 
     async def peek_session(self, session_id: str, model_key: str, want_all: bool
                            ) -> SessionView | None:
-        raw = await self._eval(Call(self.scripts["peek_session"], session_keys(session_id),
+        raw = await self._eval(Call(self.scripts["peek_session"],
+                                    session_keys(session_id)[:3],
                                     [model_key, int(want_all)]))
         if raw is None:
             return None
@@ -398,6 +399,13 @@ class StateStore:
             [session_id, gen, json.dumps(list(items), ensure_ascii=False), format_timestamp(now),
              s.max_user_history, s.max_closed_tracked, s.user_ttl]))
         return bool(result)
+
+    async def mark_folded(self, session_id: str, gen: int) -> bool:
+        """Record that a closed generation is folded into its user (session slot): until
+        then the session id cannot start its next generation (``ingest`` answers
+        ``unfolded``), so a close interrupted between seal and fold is never skipped."""
+        return bool(await self._eval(Call(self.scripts["mark_folded"],
+                                          [session_key(session_id, "meta")], [gen])))
 
     # ---- reads and erasure ---------------------------------------------------------------
     async def get_session(self, session_id: str) -> SessionRecord | None:

@@ -6,7 +6,11 @@ what cost time. The HTTP part starts a real ``nextclick serve`` (embedded Redis 
 ``NEXTCLICK_REDIS_URL`` is set) and drives it with a bounded asyncio client: a fixed
 number of requests at each ``--concurrency`` (clients replaying sessions of clicks, half
 of them as known users), on loopback only. The client shares the machine's cores with
-the server, so the numbers are a lower bound on what the server alone sustains.
+the server, so the numbers are a lower bound on what the server alone sustains. Each run
+ends with an end-state check over every session: clicks stored = clicks acknowledged.
+
+``--cas`` compares WATCH/MULTI with a Lua compare-and-set on Redis; ``--memory`` measures
+the Redis bytes per session and per user (``MEMORY USAGE``).
 """
 
 from __future__ import annotations
@@ -150,17 +154,19 @@ async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items
     await asyncio.gather(*(client(worker) for worker in range(concurrency)))
     wall = time.perf_counter() - started
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        # End-state check: every acknowledged click is in its session's click list.
-        lost = 0
-        for session_id, count in rng.sample(sorted(acknowledged.items()),
-                                            min(200, len(acknowledged))):
+        # End-state check over every session: the clicks stored equal the clicks
+        # acknowledged (no lost click, none stored twice).
+        lost = extra = 0
+        for session_id, count in sorted(acknowledged.items()):
             response = await http.get(f"/sessions/{session_id}")
             stored = len(response.json().get("clicks", [])) if response.status_code == 200 else 0
             lost += max(0, count - stored)
+            extra += max(0, stored - count)
     result = _percentiles(latencies)
     result.update({"clicks_per_s": round(len(latencies) / wall, 1), "errors": errors,
-                   "concurrency": concurrency, "sessions_checked": min(200, len(acknowledged)),
-                   "clicks_lost_in_checked_sessions": lost})
+                   "concurrency": concurrency, "sessions_checked": len(acknowledged),
+                   "clicks_acknowledged": sum(acknowledged.values()),
+                   "clicks_lost": lost, "clicks_stored_twice": extra})
     return result
 
 
@@ -208,8 +214,163 @@ def bench_http(artifacts: Path, requests: int, concurrencies: list[int], workers
             os.killpg(server.pid, signal.SIGKILL)
 
 
+_CAS_SCRIPT = """
+if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'blob', ARGV[2])
+return 1
+"""
+
+
+async def _cas_run(url: str, method: str, clients: int, updates: int, shared: bool
+                   ) -> dict[str, Any]:
+    """``clients`` concurrent writers each apply ``updates`` read-modify-write updates (read
+    the version, write version + 1 and a 400-byte blob), to one shared key or to a key each,
+    with WATCH/MULTI/EXEC or a Lua compare-and-set, retrying on conflict."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import WatchError
+
+    client = aioredis.Redis.from_url(url, max_connections=clients + 4)
+    blob = os.urandom(400)
+    sha = await client.script_load(_CAS_SCRIPT)
+    keys = [f"bench:cas:{method}:{'shared' if shared else index}" for index in range(clients)]
+    await client.delete(*set(keys))
+    retries = 0
+
+    async def writer(key: str) -> None:
+        nonlocal retries
+        for _ in range(updates):
+            while True:
+                if method == "lua":
+                    version = await client.hget(key, "v")
+                    expected = version.decode() if version else "0"
+                    if await client.evalsha(sha, 1, key, expected, blob):
+                        break
+                else:
+                    async with client.pipeline(transaction=True) as pipe:
+                        try:
+                            await pipe.watch(key)
+                            version = await pipe.hget(key, "v")
+                            pipe.multi()
+                            pipe.hset(key, mapping={"v": int(version or 0) + 1, "blob": blob})
+                            await pipe.execute()
+                            break
+                        except WatchError:
+                            pass
+                retries += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(key) for key in keys))
+    wall = time.perf_counter() - started
+    final = 0
+    for key in set(keys):
+        final += int(await client.hget(key, "v") or 0)
+    await client.delete(*set(keys))
+    await client.aclose()
+    return {"method": method, "key": "shared" if shared else "one per client",
+            "clients": clients, "updates_per_s": round(clients * updates / wall),
+            "retries": retries, "lost_updates": clients * updates - final}
+
+
+def bench_cas(clients: int, updates: int) -> list[dict[str, Any]]:
+    """WATCH/MULTI against Lua compare-and-set on a Redis (NEXTCLICK_REDIS_URL, else a
+    throwaway embedded server)."""
+    import tempfile
+
+    from service.embedded import EmbeddedRedis
+
+    url = os.environ.get("NEXTCLICK_REDIS_URL")
+    with tempfile.TemporaryDirectory() as folder:
+        server = None
+        if not url:
+            server = EmbeddedRedis(Path(folder), appendonly=False)
+            url = server.start()
+        try:
+            return [asyncio.run(_cas_run(url, method, clients, updates, shared))
+                    for shared in (False, True) for method in ("watch", "lua")]
+        finally:
+            if server is not None:
+                server.stop()
+
+
+def bench_memory(artifacts: Path, users: int, past_sessions: int, clicks: int
+                 ) -> dict[str, Any]:
+    """Redis memory of the service's state, by ``MEMORY USAGE <key> SAMPLES 0`` summed over
+    each session's and each user's keys: ``users`` users, each with ``past_sessions`` closed
+    sessions and one open one, every session ``clicks`` clicks carrying event ids, served
+    through the real app (in process) on a throwaway embedded Redis."""
+    import tempfile
+
+    import redis
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.embedded import EmbeddedRedis
+    from service.settings import Settings
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = EmbeddedRedis(Path(folder) / "redis", appendonly=False)
+        url = server.start()
+        try:
+            settings = Settings(redis_url=url, artifacts_dir=artifacts, data_dir=Path(folder))
+            db = redis.Redis.from_url(url)
+            baseline = int(db.info("memory")["used_memory"])
+            clock = 1_700_000_000.0
+            with TestClient(create_app(settings)) as client:
+                for user in range(users):
+                    for session in range(past_sessions + 1):
+                        clock += 10 + clicks
+                        events = [{"item_id": f"item-{(user * 7 + session * 3 + n) % 5000 + 1}",
+                                   "user_id": f"user-{user}",
+                                   "event_id": f"ev-{user}-{session}-{n}",
+                                   "timestamp": clock + n} for n in range(clicks)]
+                        for start in range(0, clicks, 10):
+                            response = client.post(f"/sessions/s-{user}-{session}/events",
+                                                   json={"events": events[start:start + 10]})
+                            response.raise_for_status()
+                    # A personalised request caches the user's model state too.
+                    client.get("/recommend", params={"user_id": f"user-{user}"})
+
+            def usage(pattern: str) -> tuple[int, int]:
+                total = keys = 0
+                for key in db.scan_iter(pattern, count=1000):
+                    total += int(db.memory_usage(key, samples=0) or 0)
+                    keys += 1
+                return total, keys
+
+            open_bytes, open_keys = usage("nc:{s:s-*-" + str(past_sessions) + "}:*")
+            all_session_bytes, _ = usage("nc:{s:*")
+            user_bytes, user_keys = usage("nc:{u:*")
+            used = int(db.info("memory")["used_memory"]) - baseline
+            db.close()
+        finally:
+            server.stop()
+    closed = users * past_sessions
+    return {"users": users, "past_sessions_per_user": past_sessions,
+            "clicks_per_session": clicks,
+            "bytes_per_open_session": round(open_bytes / users),
+            "keys_per_open_session": round(open_keys / users, 1),
+            "bytes_per_closed_session": round((all_session_bytes - open_bytes) / closed)
+            if closed else None,
+            "bytes_per_user": round(user_bytes / users),
+            "keys_per_user": round(user_keys / users, 1),
+            "used_memory_per_user_with_sessions": round(used / users)}
+
+
 def run(args: argparse.Namespace) -> int:
     from service.bench_engine import bench_engine
+
+    if args.memory:
+        artifacts = BENCH_DIR / f"artifacts-{args.items}"
+        build_bench_bundle(args.items, artifacts)
+        print("memory   " + json.dumps(bench_memory(artifacts, args.memory_users, 3,
+                                                          args.memory_clicks)))
+        return 0
+    if args.cas:
+        for row in bench_cas(args.cas_clients, args.cas_updates):
+            print(f"cas      {row['method']:5} {row['key']:14} {row['clients']} clients: "
+                  f"{row['updates_per_s']} updates/s, {row['retries']} retries, "
+                  f"{row['lost_updates']} lost")
+        return 0
 
     artifacts = BENCH_DIR / f"artifacts-{args.items}"
     bundle_dir = build_bench_bundle(args.items, artifacts)
@@ -226,7 +387,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"http     POST /sessions/{{id}}/events, {workers} worker(s), "
                       f"{http['concurrency']} clients: {http['clicks_per_s']} clicks/s, "
                       f"p50 {http['p50_ms']} ms, p99 {http['p99_ms']} ms, "
-                      f"errors {http['errors']}, lost {http['clicks_lost_in_checked_sessions']}")
+                      f"errors {http['errors']}, acknowledged {http['clicks_acknowledged']}, "
+                      f"lost {http['clicks_lost']}, stored twice {http['clicks_stored_twice']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -246,5 +408,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--engine-only", action="store_true")
+    parser.add_argument("--cas", action="store_true",
+                        help="only compare WATCH/MULTI with Lua compare-and-set on Redis")
+    parser.add_argument("--cas-clients", type=int, default=16)
+    parser.add_argument("--memory", action="store_true",
+                        help="only measure Redis memory per session and per user")
+    parser.add_argument("--memory-users", type=int, default=200)
+    parser.add_argument("--memory-clicks", type=int, default=10, help="clicks per session")
+    parser.add_argument("--cas-updates", type=int, default=500)
     parser.add_argument("--out", default="reports/bench.json")
     parser.set_defaults(func=run)

@@ -88,6 +88,25 @@ def test_session_lifecycle_click_get_end(client: TestClient) -> None:
     assert [c["item_id"] for c in session["clicks"]] == ["i9"]
 
 
+def test_out_of_order_timestamps_follow_the_documented_rule(client: TestClient) -> None:
+    """Arrival order is click order; last_event_at is the maximum; an older timestamp
+    never triggers the idle rollover, and idleness is measured from the maximum."""
+    idle = 1800.0
+    click(client, "ooo", "i1", timestamp=T0 + 100)
+    click(client, "ooo", "i2", timestamp=T0)  # late-arriving older event
+    click(client, "ooo", "i3", timestamp=T0 + 100 - 2 * idle)  # far older: no rollover
+    session = client.get("/sessions/ooo").json()
+    assert [(c["item_id"], c["timestamp"]) for c in session["clicks"]] == [
+        ("i1", T0 + 100), ("i2", T0), ("i3", T0 + 100 - 2 * idle)]
+    assert session["last_event_at"] == T0 + 100 and session["started_at"] == T0 + 100
+    # Within the timeout of the maximum (not of the last arrival): same session.
+    click(client, "ooo", "i4", timestamp=T0 + 100 + idle)
+    assert len(client.get("/sessions/ooo").json()["clicks"]) == 4
+    # Past the timeout of the maximum: the next generation starts with this click.
+    click(client, "ooo", "i5", timestamp=T0 + 100 + 2 * idle + 1)
+    assert [c["item_id"] for c in client.get("/sessions/ooo").json()["clicks"]] == ["i5"]
+
+
 def test_recommendations_follow_the_clicks(client: TestClient) -> None:
     after_one = click(client, "s", "i1")
     after_two = click(client, "s", "i20")
@@ -204,6 +223,38 @@ def test_user_folded_once_on_next_session(client: TestClient, db: redis.Redis) -
     assert user_history(db, "u")[0] == 1
 
 
+def test_close_interrupted_between_seal_and_fold_is_completed_later(
+        client: TestClient, settings: Settings, db: redis.Redis) -> None:
+    """A process that dies after sealing a session (session slot) but before folding it
+    into the user (user slot): the next closer (the user's next session, a repeated end,
+    or the same session id resuming) finds the sealed generation and folds it, once."""
+    from service.store import StateStore
+
+    users = ("u1", "u2", "u3")
+    for user in users:
+        click(client, f"{user}-a", "i1", user_id=user, timestamp=T0)
+        click(client, f"{user}-a", "i2", user_id=user, timestamp=T0 + 1)
+
+    async def seal_only() -> None:
+        assert settings.redis_url is not None
+        store = StateStore.from_url(settings.redis_url, settings)
+        for user in users:
+            await store.seal_session(f"{user}-a", expected_gen=None, expected_user=user,
+                                     now=T0 + 2)
+        await store.close()
+
+    asyncio.run(seal_only())
+    assert db.hget("nc:{u:u1}:meta", "sessions_total") is None  # the fold never ran
+    click(client, "u1-b", "i3", user_id="u1", timestamp=T0 + 10)  # next session
+    assert client.post("/sessions/u2-a/end").status_code == 200  # repeated end
+    click(client, "u2-b", "i3", user_id="u2", timestamp=T0 + 10)
+    click(client, "u3-a", "i3", user_id="u3", timestamp=T0 + 10)  # same id resumes
+    assert [c["item_id"] for c in client.get("/sessions/u3-a").json()["clicks"]] == ["i3"]
+    for user in users:
+        assert db.hget(f"nc:{{u:{user}}}:meta", "sessions_total") == "1"
+        assert db.lrange(f"nc:{{u:{user}}}:history", 0, -1) == ['["i1", "i2"]']
+
+
 def test_returning_user_gets_a_personal_start(client: TestClient, db: redis.Redis) -> None:
     for offset, item in enumerate(("i1", "i2", "i3", "i4")):
         click(client, "past", item, user_id="u", timestamp=T0 + offset)
@@ -229,14 +280,16 @@ def test_session_of_another_user_is_a_conflict(client: TestClient) -> None:
 
 
 def test_delete_user_erases_user_and_sessions(client: TestClient, db: redis.Redis) -> None:
-    click(client, "s1", "i1", user_id="u", timestamp=T0)
-    click(client, "s2", "i2", user_id="u", timestamp=T0 + 10)
-    click(client, "other", "i2", user_id="v", timestamp=T0)
+    click(client, "s1", "i1", user_id="u", timestamp=T0, event_id="e1")
+    click(client, "s2", "i2", user_id="u", timestamp=T0 + 10, event_id="e2")
+    click(client, "other", "i2", user_id="v", timestamp=T0, event_id="e3")
+    assert db.exists("nc:{s:s1}:events", "nc:{s:s2}:events") == 2
     response = client.delete("/users/u")
     assert response.status_code == 204
     assert not list(db.scan_iter("nc:{u:u}:*"))
-    assert not db.exists("nc:{s:s1}:meta", "nc:{s:s1}:clicks", "nc:{s:s2}:meta")
-    assert db.exists("nc:{s:other}:meta") and db.exists("nc:{u:v}:meta")
+    # Sessions, their states and the idempotency record of their event ids are gone.
+    assert not list(db.scan_iter("nc:{s:s1}:*")) and not list(db.scan_iter("nc:{s:s2}:*"))
+    assert db.exists("nc:{s:other}:meta", "nc:{s:other}:events", "nc:{u:v}:meta") == 3
     assert client.delete("/users/u").status_code == 204  # idempotent
 
 
@@ -364,3 +417,37 @@ def test_models_health_metrics_docs(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert "/sessions/{session_id}/events" in schema["paths"]
     assert client.get("/").status_code == 200
+
+
+# ---- Redis Cluster -----------------------------------------------------------------------
+def test_api_flow_on_a_redis_cluster(settings: Settings, cluster_url: str) -> None:
+    """Session and user keys live on different slots (and masters): the click path, the
+    close-and-fold across them, personalisation and erasure all hold on a real cluster."""
+    cluster = redis.RedisCluster.from_url(cluster_url.replace("redis+cluster://", "redis://"),
+                                          decode_responses=True)
+    slots = {cluster.keyslot(key) for key in ("nc:{s:c1}:meta", "nc:{s:c2}:meta",
+                                               "nc:{u:cu}:meta")}
+    assert len(slots) == 3
+    app = create_app(settings.model_copy(update={"redis_url": cluster_url}))
+    with TestClient(app) as client:
+        for offset, item in enumerate(("i1", "i2", "i3")):
+            click(client, "c1", item, user_id="cu", timestamp=T0 + offset, event_id=f"e{item}")
+        assert click(client, "c1", "i3", user_id="cu", timestamp=T0 + 2,
+                     event_id="ei3")["duplicates"] == 1
+        assert [c["item_id"] for c in client.get("/sessions/c1").json()["clicks"]] == \
+            ["i1", "i2", "i3"]
+        # The user's next session closes c1 and folds it into the user, once.
+        click(client, "c2", "i4", user_id="cu", timestamp=T0 + 100)
+        assert client.post("/sessions/c1/end").status_code == 200
+        assert cluster.hget("nc:{u:cu}:meta", "sessions_total") == "1"
+        assert [json.loads(h) for h in cluster.lrange("nc:{u:cu}:history", 0, -1)] == \
+            [["i1", "i2", "i3"]]
+        personal = client.get("/recommend", params={"user_id": "cu", "k": 5}).json()
+        assert personal["source"] == "user" and len(personal["recommendations"]) == 5
+        assert cluster.hget("nc:{u:cu}:state", f"{HRNN_FIELD}#n") == "1"
+        assert client.get("/readyz").status_code == 200
+        assert client.delete("/users/cu").status_code == 204
+        assert client.get("/sessions/c1").status_code == 404
+        assert client.get("/sessions/c2").status_code == 404
+        assert not cluster.exists("nc:{u:cu}:meta", "nc:{u:cu}:history", "nc:{s:c1}:events")
+    cluster.close()

@@ -1,4 +1,5 @@
-"""The Redis state store and its Lua scripts, against a real Redis."""
+"""The Redis state store and its Lua scripts: the state contract, run against a real
+single Redis and against a real 3-master Redis Cluster (``redis+cluster://`` URL)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,20 @@ T0 = 1_700_000_000.0
 FIELD = "m@1"
 
 
-@pytest.fixture
-def settings(redis_url: str) -> Settings:
-    """Store tests need Redis only (no model bundles)."""
-    return Settings(redis_url=redis_url)
+@pytest.fixture(params=["single", "cluster"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """Store tests need Redis only (no model bundles); each runs on both deployments."""
+    fixture = "redis_url" if request.param == "single" else "cluster_url"
+    return Settings(redis_url=request.getfixturevalue(fixture))
+
+
+def raw_client(settings: Settings) -> Any:
+    """A plain synchronous client of the same deployment, for checks behind the store."""
+    assert settings.redis_url is not None
+    if is_cluster_url(settings.redis_url):
+        return redis.RedisCluster.from_url(
+            settings.redis_url.replace("redis+cluster://", "redis://"))
+    return redis.Redis.from_url(settings.redis_url)
 
 
 def with_store(settings: Settings, body: Callable[[StateStore], Awaitable[T]],
@@ -63,7 +74,7 @@ def test_ingest_appends_and_reports_unfolded_clicks(settings: Settings) -> None:
     with_store(settings, body)
 
 
-def test_compare_and_set_never_goes_backwards(settings: Settings, redis_url: str) -> None:
+def test_compare_and_set_never_goes_backwards(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a", "b", "c"), user_id=None, model_key=FIELD,
                            want_all=False)
@@ -73,13 +84,12 @@ def test_compare_and_set_never_goes_backwards(settings: Settings, redis_url: str
         assert await store.save_states(session=("s", 7, FIELD, b"other-gen", 9)) == [False]
 
     with_store(settings, body)
-    db = redis.Redis.from_url(redis_url)
+    db = raw_client(settings)
     assert db.hget("nc:{s:s}:state", FIELD) == b"three"
     db.close()
 
 
-def test_idle_gap_asks_for_rollover_and_writes_nothing(settings: Settings,
-                                                       redis_url: str) -> None:
+def test_idle_gap_asks_for_rollover_and_writes_nothing(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a"), user_id=None, model_key=FIELD, want_all=False)
         late = events("b", start=T0 + settings.session_idle_timeout + 1, ids=True)
@@ -95,6 +105,78 @@ def test_idle_gap_asks_for_rollover_and_writes_nothing(settings: Settings,
         assert (retried.status, retried.gen, retried.accepted) == ("ok", 2, 1)
         assert await store.seal_session("s", expected_gen=1, expected_user=None,
                                         now=T0) == "stale"
+
+    with_store(settings, body)
+
+
+def test_event_ids_are_remembered_within_ttl_and_count(settings: Settings) -> None:
+    async def body(store: StateStore) -> None:
+        first, _ = await store.ingest("s", events("a", "b", "c", ids=True), user_id=None,
+                                      model_key=FIELD, want_all=False)
+        assert (first.accepted, first.duplicates) == (3, 0)
+        again, _ = await store.ingest("s", events("a", "b", "c", ids=True), user_id=None,
+                                      model_key=FIELD, want_all=False)
+        # Only the newest two ids are remembered: "a"'s id was forgotten, so it is new.
+        assert (again.accepted, again.duplicates, again.total) == (1, 2, 4)
+        ids = await store.client.zrange("nc:{s:s}:events", 0, -1)
+        assert len(ids) == 2
+        ttl = await store.client.ttl("nc:{s:s}:events")
+        assert 0 < ttl <= 60
+
+    with_store(settings, body, max_event_ids=2, event_id_ttl=60)
+
+
+def test_event_ids_expire_after_their_ttl(settings: Settings) -> None:
+    clock = [T0]
+
+    async def body(store: StateStore) -> None:
+        store.clock = lambda: clock[0]
+        await store.ingest("s", events("a", ids=True), user_id=None, model_key=FIELD,
+                           want_all=False)
+        clock[0] += 30
+        dup, _ = await store.ingest("s", events("a", ids=True), user_id=None,
+                                    model_key=FIELD, want_all=False)
+        assert dup.duplicates == 1
+        clock[0] += 31  # past the 60 s TTL: the id is new again (at-least-once beyond it)
+        late, _ = await store.ingest("s", events("a", ids=True), user_id=None,
+                                     model_key=FIELD, want_all=False)
+        assert (late.accepted, late.duplicates) == (1, 0)
+
+    with_store(settings, body, event_id_ttl=60)
+
+
+def test_session_and_user_keys_expire_after_their_configured_ttls(settings: Settings) -> None:
+    async def body(store: StateStore) -> None:
+        await store.ingest("s", events("a", ids=True), user_id="u", model_key=FIELD,
+                           want_all=False)
+        await store.save_states(session=("s", 1, FIELD, b"x", 1))
+        await store.fold_into_user("u", "old", 1, ["z"], T0)
+        await store.save_states(user=("u", FIELD, b"y", 1))
+        for part in ("meta", "clicks", "state"):
+            assert 3000 < await store.client.ttl(f"nc:{{s:s}}:{part}") <= 3600
+        assert 0 < await store.client.ttl("nc:{s:s}:events") <= 600
+        for part in ("meta", "history", "closed", "state"):
+            assert 80_000 < await store.client.ttl(f"nc:{{u:u}}:{part}") <= 86_400
+
+    with_store(settings, body, session_ttl=3600, user_ttl=86_400, event_id_ttl=600)
+
+
+def test_next_generation_waits_for_the_fold_of_the_last(settings: Settings) -> None:
+    async def body(store: StateStore) -> None:
+        await store.ingest("s", events("a"), user_id="u", model_key=FIELD, want_all=False)
+        sealed = await store.seal_session("s", expected_gen=None, expected_user="u", now=T0)
+        assert isinstance(sealed, SealedSession)
+        refused, _ = await store.ingest("s", events("b", start=T0 + 5, ids=True),
+                                        user_id="u", model_key=FIELD, want_all=False)
+        assert (refused.status, refused.gen) == ("unfolded", 1)
+        record = await store.get_session("s")
+        assert record is not None and [c.item_id for c in record.clicks] == ["a"]
+        assert await store.fold_into_user("u", "s", 1, ["a"], T0)
+        assert await store.mark_folded("s", 1)
+        assert not await store.mark_folded("s", 2)  # no such generation
+        resumed, _ = await store.ingest("s", events("b", start=T0 + 5, ids=True),
+                                        user_id="u", model_key=FIELD, want_all=False)
+        assert (resumed.status, resumed.gen, resumed.accepted) == ("ok", 2, 1)
 
     with_store(settings, body)
 
@@ -172,11 +254,10 @@ def test_erased_user_is_not_recreated_by_a_late_write(settings: Settings) -> Non
     with_store(settings, body)
 
 
-def test_scripts_reload_after_the_server_forgets_them(settings: Settings,
-                                                      redis_url: str) -> None:
+def test_scripts_reload_after_the_server_forgets_them(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         await store.ingest("s", events("a"), user_id="u", model_key=FIELD, want_all=False)
-        db = redis.Redis.from_url(redis_url)
+        db = raw_client(settings)
         db.script_flush()
         db.close()
         result, user = await store.ingest("s", events("b", start=T0 + 1), user_id="u",
