@@ -38,8 +38,7 @@ import torch
 from torch import Tensor
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
-from models.knn_util import cooccurrence, session_item_pairs, top_per_row
-from models.pop import Pop
+from models.knn_util import cooccurrence, popularity_fallback, session_item_pairs, top_per_row
 from models.registry import register
 
 
@@ -82,9 +81,7 @@ class ItemKNN(SessionModel):
         index, value = top_per_row(rows, columns, sims, self.n_items + 1, self.n_sims)
         self.neighbours.copy_(index.to(torch.int32))
         self.similarities.copy_(value.to(torch.float32))
-        pop = Pop(self.n_items, self.n_users)
-        pop.fit_counts(sessions)
-        self.fallback.copy_(pop.rank_scores / (self.n_items + 2) - 1.0)
+        self.fallback.copy_(popularity_fallback(sessions, self.n_items))
 
     def advance(self, item: Tensor, state: State) -> State:
         last = state["last"]                                                       # [B, 1]

@@ -39,6 +39,24 @@ def session_item_pairs(sessions: list[list[int]], n_items: int, model: str
     return session, item, offsets
 
 
+def popularity_fallback(sessions: list[list[int]], n_items: int) -> Tensor:
+    """``r(i) / (N + 2) - 1`` per item (float32 [N+1], in (-1, 0)): the popularity rank
+    value r of ``pop`` (N = most clicked, ties by lower index), squeezed below every
+    positive score so that items without a neighbour score are ranked by popularity."""
+    return popularity_ranks(sessions, n_items) / (n_items + 2) - 1.0
+
+
+def popularity_ranks(sessions: list[list[int]], n_items: int) -> Tensor:
+    """``pop``'s rank value per item, float32 [N+1] (index 0 -> 0), in one bincount."""
+    flat = torch.tensor([i for s in sessions for i in s], dtype=torch.int64)
+    counts = torch.bincount(flat, minlength=n_items + 1)[: n_items + 1].to(torch.float64)
+    counts[0] = 0.0
+    order = torch.sort(-counts[1:], stable=True).indices + 1                     # [N]
+    ranks = torch.zeros(n_items + 1, dtype=torch.float64)
+    ranks[order] = torch.arange(n_items, 0, -1, dtype=torch.float64)
+    return ranks.to(torch.float32)
+
+
 def cooccurrence(item: Tensor, offsets: Tensor, n_items: int) -> tuple[Tensor, Tensor, Tensor]:
     """Number of sessions in which items i != j both occur: sparse (row i, column j,
     count) triples sorted by (i, j), from the distinct pairs of ``session_item_pairs``."""

@@ -23,9 +23,13 @@ Deviations from the paper:
 - Items no neighbour contains are ranked below all others by global popularity, as in
   ``iknn`` (score ``r(i) / (N + 2) - 1``).
 
-ONNX: the index is dense buffers (see ``fit_counts``), so the score graph is gathers, a
-sort over ``window · m`` candidate ids, two TopKs and scatters. Buffer sizes: item->sessions
-``(N+1) · m`` int32 (40k items: 80 MB) and session->items ``(S+1) · max_session_items``.
+ONNX: the index is dense buffers (see ``fit_counts``). A candidate session appears in the
+gathered item->sessions lists once per current item it holds, so after sorting the ids the
+run lengths are the overlaps |s ∩ n| (exact for the m most recent: a session among them is
+within the m most recent of each of its items). The exported graph sorts all ``window · m``
+candidate ids; eager PyTorch takes only the used window slots and the ``m · |s|`` largest
+ids (the same result, tested), which is what makes evaluation fast. Buffer sizes:
+item->sessions ``(N+1) · m`` int32 (40k items: 80 MB), session->items ``(S+1) · L``.
 """
 
 from __future__ import annotations
@@ -37,8 +41,7 @@ import torch
 from torch import Tensor
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
-from models.knn_util import session_item_pairs, top_per_row
-from models.pop import Pop
+from models.knn_util import popularity_fallback, session_item_pairs, top_per_row
 from models.registry import register
 
 _SIM_STEPS = 2 ** 24     # sim quantisation for the neighbour choice
@@ -89,7 +92,8 @@ class SKNN(SessionModel):
         sid = session + 1                                       # 1..S; 0 = no session
         rank = torch.arange(item.numel()) - offsets[session]    # first-click order in session
         keep = rank < self.width
-        table = torch.zeros((len(sessions) + 1, self.width), dtype=torch.int32)
+        longest = int(rank[keep].max()) + 1 if bool(keep.any()) else 1
+        table = torch.zeros((len(sessions) + 1, longest), dtype=torch.int32)
         table[sid[keep], rank[keep]] = item[keep].to(torch.int32)
         self.session_items = table
         self.session_size = (table > 0).sum(1).to(torch.float32)
@@ -97,9 +101,7 @@ class SKNN(SessionModel):
         recent, _ = top_per_row(item[keep], sid[keep], sid[keep].to(torch.float64),
                                 self.n_items + 1, self.m)
         self.item_sessions.copy_(recent.to(torch.int32))
-        pop = Pop(self.n_items, self.n_users)
-        pop.fit_counts(sessions)
-        self.fallback.copy_(pop.rank_scores / (self.n_items + 2) - 1.0)
+        self.fallback.copy_(popularity_fallback(sessions, self.n_items))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
                               *args: Any, **kwargs: Any) -> None:
@@ -115,33 +117,47 @@ class SKNN(SessionModel):
 
     def score(self, state: State) -> Tensor:
         window = state["window"]                                                   # [B, W]
-        batch = window.shape[0]
-        zeros = torch.zeros((batch, self.n_items + 1), device=window.device)
-        present = zeros.scatter(1, window, torch.ones(window.shape, device=window.device))
-        present = torch.cat([zeros[:, :1], present[:, 1:]], dim=1)      # binary s, [B, N+1]
-        size = present.sum(1, keepdim=True)                                        # |s| [B, 1]
-        # M(s): distinct candidate ids, most recent first (duplicates -> 0)
-        candidates = self.item_sessions[window].to(torch.int64).reshape(batch, -1)  # [B, W*m]
-        ordered = torch.sort(candidates, dim=1, descending=True).values
-        repeated = torch.cat([torch.zeros_like(ordered[:, :1], dtype=torch.bool),
-                              ordered[:, 1:] == ordered[:, :-1]], dim=1)
-        ordered = torch.where(repeated, torch.zeros_like(ordered), ordered)
+        batch, width = window.shape
+        # distinct items of the session: a repeated click keeps only its last slot
+        later = torch.triu(torch.ones((width, width), dtype=torch.bool,
+                                      device=window.device), diagonal=1)           # j > i
+        seen_later = ((window.unsqueeze(2) == window.unsqueeze(1)) & later).any(2)
+        distinct = torch.where(seen_later, torch.zeros_like(window), window)      # [B, W]
+        size = (distinct > 0).sum(1, keepdim=True).to(torch.float32)               # |s| [B, 1]
+        # M(s): each candidate session appears once per current item it holds (<= |s|)
+        eager = not (torch.jit.is_tracing() or torch.compiler.is_exporting())
+        if eager:  # narrow to the used slots and the m*|s| largest ids: same result
+            used = max(int((window > 0).sum(1).max()), 1)
+            distinct = distinct[:, width - used:]
+        candidates = self.item_sessions[distinct].to(torch.int64).reshape(batch, -1)
+        if eager:
+            top = min(candidates.shape[1], self.m * max(int(size.max()), 1))
+            ordered = torch.topk(candidates, top, dim=1).values                   # descending
+        else:
+            ordered = torch.sort(candidates, dim=1, descending=True).values
+        # runs of equal ids: run r holds session run_id[r], its length is |s ∩ n|
+        starts = torch.cat([torch.ones_like(ordered[:, :1], dtype=torch.bool),
+                            ordered[:, 1:] != ordered[:, :-1]], dim=1)
+        run = torch.cumsum(starts.to(torch.int64), dim=1) - 1                     # [B, C]
+        runs = torch.zeros_like(ordered)
+        sample = runs.scatter(1, run, ordered)                     # distinct ids, most recent first
+        overlap = torch.zeros(ordered.shape, device=window.device).scatter_add(
+            1, run, torch.ones(ordered.shape, device=window.device))
         m = min(self.m, ordered.shape[1])
-        sample = torch.topk(ordered, m, dim=1).values                              # [B, m]
+        sample = sample[:, :m]                                                     # [B, m]
+        overlap = torch.where(sample > 0, overlap[:, :m], torch.zeros_like(overlap[:, :m]))
         # sim(s, n) = |s ∩ n| / sqrt(|s| |n|)
-        items = self.session_items[sample].to(torch.int64)                         # [B, m, L]
-        overlap = present.gather(1, items.reshape(batch, -1)).reshape(items.shape).sum(2)
         norm = torch.sqrt(size * self.session_size[sample]).clamp_min(1.0)        # [B, m]
-        sim = overlap / norm                                                       # [B, m]
+        sim = overlap / norm
         # N_k(s): top-k by (sim rounded to 2^-24, then recency)
         key = torch.floor(sim * _SIM_STEPS).to(torch.int64) * _MAX_SESSIONS + sample
-        k = min(self.k, m)
-        chosen = torch.topk(key, k, dim=1).indices                                 # [B, k]
+        chosen = torch.topk(key, min(self.k, m), dim=1).indices                    # [B, k]
         weight = sim.gather(1, chosen)                                             # [B, k]
-        members = items.gather(1, chosen.unsqueeze(2).expand(-1, -1, items.shape[2]))
+        members = self.session_items[sample.gather(1, chosen)].to(torch.int64)     # [B, k, L]
         # score(i) = Σ_n sim(s, n) 1[i ∈ n]; empty slots add to column 0
         contribution = weight.unsqueeze(2).expand(members.shape).reshape(batch, -1)
-        sums = zeros.scatter_add(1, members.reshape(batch, -1), contribution)      # [B, N+1]
+        sums = torch.zeros((batch, self.n_items + 1), device=window.device).scatter_add(
+            1, members.reshape(batch, -1), contribution)                           # [B, N+1]
         scores = torch.where(sums > 0, sums, self.fallback.unsqueeze(0))
         return self.mask_padding(scores)
 

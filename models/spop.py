@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
-from models.pop import Pop
+from models.knn_util import popularity_ranks
 from models.registry import register
 
 _FLOAT32_EXACT = 2 ** 24
@@ -68,9 +68,9 @@ class SPop(SessionModel):
 
     def fit_counts(self, sessions: list[list[int]]) -> None:
         """Global popularity ranks, exactly as ``pop`` computes them."""
-        pop = Pop(self.n_items, self.n_users)
-        pop.fit_counts(sessions)
-        self.rank_scores.copy_(pop.rank_scores)
+        if any(i < 1 or i > self.n_items for s in sessions for i in s):
+            raise ValueError(f"spop: a training session has an item outside 1..{self.n_items}")
+        self.rank_scores.copy_(popularity_ranks(sessions, self.n_items))
 
     def advance(self, item: Tensor, state: State) -> State:
         window = state["window"]                                                   # [B, W]

@@ -175,3 +175,33 @@ def test_sknn_checkpoint_round_trip(tmp_path: Path) -> None:
     assert loaded.session_items.shape[0] > 1  # type: ignore[union-attr]
     clicks = [3, 4, 5]
     assert torch.equal(scores_after(model, clicks), scores_after(loaded, clicks))
+
+
+def test_sknn_eager_shortcut_equals_the_exported_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager scoring narrows the candidate sort (used slots, m*|s| largest ids); the traced
+    (ONNX) path sorts everything. Both must give the same scores, repeats included."""
+    rng = random.Random(11)
+    n_items = 12
+    sessions = [[rng.randint(1, n_items) for _ in range(rng.randint(1, 6))] for _ in range(90)]
+    model = fitted("sknn", n_items, sessions, k=5, sample_size=8, window=6)
+    generator = torch.Generator().manual_seed(2)
+    window = torch.randint(0, n_items + 1, (16, 6), generator=generator)
+    window[:, 0] = window[:, 3]  # repeated clicks
+    window[:4, :3] = 0            # short sessions
+    eager = model.score({"window": window})
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    traced_path = model.score({"window": window})
+    assert torch.equal(eager, traced_path)
+
+
+def test_popularity_helpers_equal_pop() -> None:
+    from models.knn_util import popularity_fallback, popularity_ranks
+
+    rng = random.Random(4)
+    sessions = [[rng.randint(1, 9) for _ in range(rng.randint(1, 5))] for _ in range(30)]
+    pop = fitted("pop", 10, sessions)  # item 10 is never clicked
+    assert torch.equal(popularity_ranks(sessions, 10), pop.rank_scores)  # type: ignore[arg-type]
+    fallback = popularity_fallback(sessions, 10)
+    assert bool((fallback[1:] < 0).all()) and bool((fallback[1:] > -1).all())
+    assert torch.equal(torch.argsort(fallback[1:], descending=True, stable=True),
+                       torch.argsort(pop.rank_scores[1:], descending=True, stable=True))  # type: ignore[index]
