@@ -125,7 +125,8 @@ class SKNN(SessionModel):
         distinct = torch.where(seen_later, torch.zeros_like(window), window)      # [B, W]
         size = (distinct > 0).sum(1, keepdim=True).to(torch.float32)               # |s| [B, 1]
         # M(s): each candidate session appears once per current item it holds (<= |s|)
-        eager = not (torch.jit.is_tracing() or torch.compiler.is_exporting())
+        eager = not (torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]
+                     or torch.compiler.is_exporting())
         if eager:  # narrow to the used slots and the m*|s| largest ids: same result
             used = max(int((window > 0).sum(1).max()), 1)
             distinct = distinct[:, width - used:]

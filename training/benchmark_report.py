@@ -156,8 +156,12 @@ def _significance_text(summary: dict[str, Any]) -> list[str]:
         w = result["wilcoxon"]
         lines.append(f"- {metric}: difference {100 * result['mean_difference']:+.2f} points, "
                      f"95% CI [{100 * low:+.2f}, {100 * high:+.2f}]; Wilcoxon z = {w['z']:.2f}, "
-                     f"p = {w['p']:.3g} ({w['n']} non-zero differences)")
+                     f"p {_p_value(w['p'])} ({w['n']} non-zero differences)")
     return lines
+
+
+def _p_value(p: float) -> str:
+    return "< 1e-300" if p < 1e-300 else f"= {p:.3g}"
 
 
 def _plot_list(folder: Path) -> list[tuple[str, str]]:
