@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -195,7 +196,8 @@ def benchmark(data: Path, models: list[str], out: Path, *, epochs: int | None = 
               seed: int = 0, max_sessions: int | None = None, tie_policy: str = "pessimistic",
               metric: str = "mrr@20", device: str = "cpu", force: bool = False,
               latency_clicks: int = 200, resamples: int = 2000, progress: bool = True,
-              command: str = "") -> dict[str, Any]:
+              command: str = "", peers: bool = False, peer_epochs: int = 10,
+              peer_venv: Path = Path("var/peers/recbole")) -> dict[str, Any]:
     """Run every model (cached runs reused), write results.json, report.md/.html and
     plots into ``out``; return the results dict."""
     from tqdm.auto import tqdm
@@ -237,6 +239,15 @@ def benchmark(data: Path, models: list[str], out: Path, *, epochs: int | None = 
                         **compare_pair(frames[0], frames[1],
                                        sorted({metric, f"recall@{top}", f"mrr@{top}"}),
                                        resamples)}
+    peer_results: dict[str, Any] | None = None
+    if peers:
+        from training.peers import run_peers
+
+        try:
+            peer_results = run_peers(dataset, out, peer_venv, peer_epochs, force, progress)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            failures["recbole"] = f"{type(exc).__name__}: {exc}"
+            print(f"benchmark: RecBole peers failed: {failures['recbole']}", file=sys.stderr)
     summary = {
         "dataset": {"path": str(data), "fingerprint": dataset.fingerprint,
                     "protocol": dataset.stats.get("protocol"), "n_items": dataset.n_items,
@@ -248,6 +259,7 @@ def benchmark(data: Path, models: list[str], out: Path, *, epochs: int | None = 
         "models": results,
         "failures": failures,
         "significance": significance,
+        "peers": peer_results,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -275,7 +287,9 @@ def _run(args: argparse.Namespace) -> int:
                         tie_policy=args.tie_policy, metric=args.metric, device=args.device,
                         force=args.force, latency_clicks=args.latency_clicks,
                         resamples=args.bootstrap, progress=not args.quiet,
-                        command="nextclick " + " ".join(sys.argv[1:]))
+                        command="nextclick " + " ".join(sys.argv[1:]),
+                        peers=args.peers == "recbole", peer_epochs=args.peer_epochs,
+                        peer_venv=Path(args.peer_venv))
     metric = summary["settings"]["metric"]
     for name in summary["ranking"]:
         entry = summary["models"][name]
@@ -312,5 +326,10 @@ def register(subparsers: Any) -> None:
                         help="clicks timed per model (0 = skip)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--force", action="store_true", help="retrain even cached runs")
+    parser.add_argument("--peers", choices=("none", "recbole"), default="none",
+                        help="also train RecBole's NARM and GRU4Rec on the same split")
+    parser.add_argument("--peer-epochs", type=int, default=10, help="RecBole epochs")
+    parser.add_argument("--peer-venv", default="var/peers/recbole",
+                        help="RecBole's own virtual environment (created if missing)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run)

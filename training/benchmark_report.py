@@ -160,6 +160,31 @@ def _significance_text(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+PEER_NOTE = ("Same split, exported in RecBole's atomic benchmark-file format (train rows = "
+             "every prefix of the training sessions, test rows = our test targets with a "
+             "known click before them). Differences that move the numbers: RecBole uses its "
+             "own model defaults (embedding 64, hidden 128, CE loss over all items, "
+             "histories of at most 50 clicks), trains the epochs given, and ranks with "
+             "top-k (ties in its favour); ours count ties pessimistically.")
+
+
+def peer_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    peers = summary.get("peers") or {}
+    header = ["model", *(f"{n}@{k}" for k in SUMMARY_KS for n in ("Recall", "MRR")),
+              "test rows", "epochs", "seconds", "versions"]
+    rows = []
+    for entry in peers.values():
+        if not isinstance(entry, dict) or "metrics" not in entry:
+            continue
+        m = entry["metrics"]
+        versions = ", ".join(f"{k} {v}" for k, v in (entry.get("versions") or {}).items())
+        rows.append([entry["model"], *(_pct(m.get(f"{n}@{k}")) for k in SUMMARY_KS
+                                       for n in ("recall", "mrr")),
+                     str((peers.get("rows") or {}).get("test", "-")), str(entry["epochs"]),
+                     _num(entry["seconds"]), versions])
+    return header, rows
+
+
 def _p_value(p: float) -> str:
     return "< 1e-300" if p < 1e-300 else f"= {p:.3g}"
 
@@ -202,6 +227,10 @@ def write_markdown(summary: dict[str, Any], folder: Path) -> Path:
     parts = ["# Benchmark", "", *[line for line in _intro(summary) if line], "",
              _markdown_table(header, rows), "", "## Significance", "",
              *_significance_text(summary)]
+    p_header, p_rows = peer_rows(summary)
+    if p_rows:
+        parts += ["", "## Peer implementation: RecBole", "", PEER_NOTE, "",
+                  _markdown_table(p_header, p_rows)]
     if summary.get("failures"):
         parts += ["", "## Failed", ""] + [f"- {n}: {e}" for n, e in summary["failures"].items()]
     for title, path in _plot_list(folder):
@@ -249,6 +278,10 @@ def write_html(summary: dict[str, Any], folder: Path) -> Path:
     if len(sig) > 1:
         parts.append("<ul>" + "".join(f"<li>{_inline_markdown(line[2:])}</li>"
                                       for line in sig[1:]) + "</ul>")
+    p_header, p_rows = peer_rows(summary)
+    if p_rows:
+        parts += ["<h2>Peer implementation: RecBole</h2>", f"<p>{html.escape(PEER_NOTE)}</p>",
+                  _html_table(p_header, p_rows)]
     if summary.get("failures"):
         parts.append("<h2>Failed</h2><ul>" + "".join(
             f"<li>{html.escape(n)}: {html.escape(e)}</li>"

@@ -161,3 +161,37 @@ def test_cli_benchmark_and_bad_input(tiny_data: Path, tmp_path: Path,
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main(["benchmark", "--data", str(tiny_data), "--models", "pop", "--out", str(out),
                  "--metric", "ndcg@5"]) == 2
+
+
+# ---- RecBole peer export (RecBole itself runs in its own venv; not needed here) ---------
+
+def test_recbole_atomic_export_matches_the_split(tiny_data: Path, tmp_path: Path) -> None:
+    from training.dataset import PreparedDataset
+    from training.peers import _prefix_rows, export_atomic
+
+    assert _prefix_rows([5, 0, 6, 7], None) == [("5", 6), ("5 6", 7)]  # 0 = unknown: skipped
+    assert _prefix_rows([5, 6, 7], [False, False, True]) == [("5 6", 7)]
+    assert _prefix_rows([5, 6], [True, True]) == [("5", 6)]  # no history -> no row
+    dataset = PreparedDataset.load(tiny_data)
+    counts = export_atomic(dataset, tmp_path, "tiny")
+    ranked = rank_cases(registry_pop(dataset), dataset, "test", (20,), progress=False)
+    assert counts["test"] == int((ranked.position > 0).sum())  # same targets as ours
+    train = dataset.train.filter(~pl.col("valid"))
+    lengths = train.group_by("session").len()["len"].to_numpy()
+    assert counts["train"] == int((lengths - 1).sum())  # every prefix -> next click
+    lines = (tmp_path / "tiny" / "tiny.test.inter").read_text().splitlines()
+    assert lines[0] == "session_id:token\titem_id_list:token_seq\titem_id:token"
+    session, history, item = lines[1].split("\t")
+    clicks = dataset.test.filter(pl.col("session") == int(session))["item"].to_list()
+    assert [int(i) for i in history.split()] + [int(item)] == clicks[: len(history.split()) + 1]
+
+
+def registry_pop(dataset: object) -> object:
+    from models import registry
+    from training.batching import training_sessions
+
+    table = training_sessions(dataset)  # type: ignore[arg-type]
+    model = registry.build("pop", dataset.n_items, dataset.n_users)  # type: ignore[attr-defined]
+    model.fit_counts([table.items[a:b].tolist()
+                      for a, b in zip(table.offsets[:-1], table.offsets[1:], strict=True)])
+    return model.eval()
