@@ -31,6 +31,8 @@ RECBOLE_VERSION = "1.2.1"
 RECBOLE_MODELS = ("NARM", "GRU4Rec")
 REQUIREMENTS = [f"recbole=={RECBOLE_VERSION}", "numpy<2", "pandas<3", "setuptools<81"]
 
+BATCH_SIZE = 512  # NARM's paper value; RecBole's default 2048 gives tiny data few updates
+
 _DRIVER = '''
 import json, os, sys, time
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -45,6 +47,7 @@ config = {
     "topk": [5, 10, 20], "metrics": ["Recall", "MRR"], "valid_metric": "MRR@20",
     "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "mode": "full"},
     "train_neg_sample_args": None, "loss_type": "CE", "epochs": int(epochs),
+    "train_batch_size": %d, "eval_batch_size": 4096, "stopping_step": int(epochs),
     "MAX_ITEM_LIST_LENGTH": 50, "seed": 0, "reproducibility": True, "use_gpu": False,
     "show_progress": False, "checkpoint_dir": out, "log_wandb": False,
 }
@@ -117,7 +120,7 @@ def run_recbole_model(python: Path, model: str, data_root: Path, name: str, epoc
     """Train + test one RecBole model in its environment; returns its parsed result."""
     out.mkdir(parents=True, exist_ok=True)
     driver = out / "driver.py"
-    driver.write_text(_DRIVER, encoding="utf-8")
+    driver.write_text(_DRIVER % BATCH_SIZE, encoding="utf-8")
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PEER_THREADS": str(threads),
            "OMP_NUM_THREADS": str(threads)}
     began = time.perf_counter()
@@ -140,14 +143,15 @@ def run_recbole_model(python: Path, model: str, data_root: Path, name: str, epoc
 def run_peers(dataset: Any, out: Path, venv: Path, epochs: int, force: bool = False,
               progress: bool = True) -> dict[str, Any]:
     """RecBole NARM and GRU4Rec on ``dataset``'s split, cached in ``out/peers``."""
-    python = ensure_venv(venv, progress)
-    root = out / "peers"
+    python = ensure_venv(venv.resolve(), progress)
+    root = (out / "peers").resolve()
     counts = export_atomic(dataset, root / "atomic", "nextclick")
     results: dict[str, Any] = {"rows": counts}
     for model in RECBOLE_MODELS:
         folder = root / f"recbole-{model}"
         cache = folder / "result.json"
-        key = {"dataset": dataset.fingerprint, "epochs": epochs}
+        key = {"dataset": dataset.fingerprint, "epochs": epochs, "batch_size": BATCH_SIZE,
+               "early_stopping": False}
         if not force and cache.exists():
             cached = json.loads(cache.read_text())
             if cached.get("key") == key:
