@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "export": "training.export",
     "serve": "service.cli",
     "bench": "training.bench",
+    "benchmark": "training.benchmark",
 }
 
 

@@ -1,0 +1,335 @@
+"""``nextclick benchmark``: train, evaluate and compare models on one dataset, one report.
+
+For every model (``--models all`` = every registered model) with its paper defaults:
+train (``training.train.train``), rank every test target over the full catalogue
+(``training.evaluate.rank_cases``, the dataset's protocol, K = 1..20), time per-click
+inference, and write under ``OUT/``::
+
+    runs/<model>/         checkpoint.pt, run.json, metrics.json, ranks.parquet, result.json
+    results.json          everything below, machine-readable
+    report.md, report.html  tables + plots, best model first
+    plots/*.png           Recall@K / MRR@K for K = 1..20; by session length, position in
+                          session and user-history length (at the largest K); catalogue
+                          coverage and popularity; training time, model size, latency
+
+``runs/<model>/result.json`` is written last, so it marks a finished run: a later call with
+the same settings (dataset fingerprint, epochs, seed, tie policy, subset) reuses it and only
+the missing models are trained (``--force`` retrains all).
+
+Latency is eager-PyTorch step timing (``advance`` + ``score`` + top-20) at batch size 1 on
+the benchmark's device and threads, over the first clicks of the test sessions: what one
+click costs the model itself, without ONNX Runtime, Redis or HTTP (``nextclick bench``
+measures the served path).
+
+Significance (as in the HRNN paper): the best model and the runner-up by ``--metric`` are
+compared on the same test targets, per target: reciprocal rank (0 beyond K) and hit@K, with
+a Wilcoxon signed-rank test (normal approximation with tie correction) and a paired
+bootstrap 95% confidence interval of the mean difference (numpy; no scipy needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+KS = tuple(range(1, 21))
+RESULT = "result.json"
+
+
+# ---- statistics ------------------------------------------------------------------------
+
+def per_case(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Per-target value of ``recall@K`` (hit: 1.0 / 0.0) or ``mrr@K`` (1/rank, 0 beyond K)."""
+    name, _, k_text = metric.partition("@")
+    k = int(k_text)
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if name == "recall":
+        return (ranks <= k).astype(np.float64)
+    if name == "mrr":
+        return np.where(ranks <= k, 1.0 / ranks, 0.0)
+    raise ValueError(f"metric must be recall@K or mrr@K, got {metric!r}")
+
+
+def wilcoxon(diff: np.ndarray) -> dict[str, float]:
+    """Two-sided Wilcoxon signed-rank test of paired differences (zeros dropped, tied
+    |d| share their mean rank), normal approximation with tie correction."""
+    d = np.asarray(diff, dtype=np.float64)
+    d = d[d != 0]
+    n = int(d.size)
+    if n == 0:
+        return {"n": 0, "w_plus": 0.0, "z": 0.0, "p": 1.0}
+    magnitude = np.abs(d)
+    order = np.argsort(magnitude, kind="stable")
+    ranks = np.empty(n)
+    sorted_abs = magnitude[order]
+    # average ranks over runs of equal |d|
+    starts = np.flatnonzero(np.r_[True, sorted_abs[1:] != sorted_abs[:-1]])
+    ends = np.r_[starts[1:], n]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + 1 + end) / 2.0
+    w_plus = float(ranks[d > 0].sum())
+    mean = n * (n + 1) / 4.0
+    ties = (ends - starts).astype(np.float64)
+    variance = n * (n + 1) * (2 * n + 1) / 24.0 - float((ties ** 3 - ties).sum()) / 48.0
+    z = (w_plus - mean) / math.sqrt(variance) if variance > 0 else 0.0
+    return {"n": n, "w_plus": w_plus, "z": z, "p": math.erfc(abs(z) / math.sqrt(2.0))}
+
+
+def bootstrap_ci(diff: np.ndarray, resamples: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of paired differences (cases resampled)."""
+    d = np.asarray(diff, dtype=np.float64)
+    if d.size == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for index in range(resamples):
+        means[index] = d[rng.integers(0, d.size, d.size)].mean()
+    tail = (1.0 - level) / 2.0
+    return (float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail)))
+
+
+def compare_pair(ranks_a: pl.DataFrame, ranks_b: pl.DataFrame, metrics: list[str],
+                 resamples: int = 2000) -> dict[str, Any]:
+    """Paired comparison of two models' ``ranks.parquet`` frames on their shared targets
+    (joined on session and position)."""
+    joined = ranks_a.select("session", "position", "rank").join(
+        ranks_b.select("session", "position", pl.col("rank").alias("rank_b")),
+        on=["session", "position"], how="inner")
+    a, b = joined["rank"].to_numpy(), joined["rank_b"].to_numpy()
+    out: dict[str, Any] = {"n": int(joined.height)}
+    for metric in metrics:
+        diff = per_case(a, metric) - per_case(b, metric)
+        low, high = bootstrap_ci(diff, resamples)
+        out[metric] = {"mean_difference": float(diff.mean()) if diff.size else 0.0,
+                       "ci95": [low, high], "wilcoxon": wilcoxon(diff)}
+    return out
+
+
+# ---- one model ---------------------------------------------------------------------------
+
+def _latency(model: Any, dataset: Any, clicks: int) -> dict[str, float]:
+    """Per-click advance + score + top-20 at batch 1 (eager torch), in milliseconds."""
+    import torch
+
+    if clicks < 1 or dataset.test.height == 0:
+        return {}
+    sessions = (dataset.test.group_by("session", maintain_order=True)
+                .agg(pl.col("item"))["item"].to_list())
+    device = model._device()
+    times: list[float] = []
+    with torch.no_grad():
+        for items in sessions:
+            state = model.start_session(model.init_user_state(1), 1)
+            for item in items:
+                began = time.perf_counter()
+                state = model.advance(torch.tensor([int(item)], device=device), state)
+                torch.topk(model.score(state), min(20, model.n_items), dim=1)
+                times.append(time.perf_counter() - began)
+                if len(times) >= clicks:
+                    break
+            if len(times) >= clicks:
+                break
+    values = 1000.0 * np.asarray(times[1:] if len(times) > 1 else times)  # first = warm-up
+    return {"clicks": int(values.size), "median_ms": float(np.median(values)),
+            "p95_ms": float(np.quantile(values, 0.95)), "mean_ms": float(values.mean())}
+
+
+def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
+              device: str, force: bool, latency_clicks: int, progress: bool) -> dict[str, Any]:
+    """Train + evaluate one model into ``out/runs/<name>`` or reuse a finished run."""
+    from training.checkpoint import CHECKPOINT
+    from training.evaluate import rank_cases, summarize
+    from training.train import train
+
+    run_dir = out / "runs" / name
+    result_path = run_dir / RESULT
+    if not force and result_path.exists():
+        cached: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+        if cached.get("key") == {**key, "model": name} and (run_dir / "ranks.parquet").exists():
+            cached["cached"] = True
+            return cached
+    result_path.unlink(missing_ok=True)
+    began = time.perf_counter()
+    model, info = train(name, dataset, run_dir, epochs=key["epochs"], seed=key["seed"],
+                        device=device, progress=progress)
+    train_wall = time.perf_counter() - began
+    ranked = rank_cases(model, dataset, "test", KS, max_sessions=key["max_sessions"],
+                        tie_policy=key["tie_policy"], progress=progress)
+    metrics = summarize(ranked, KS, breakdowns=True)
+    ranked.to_frame().write_parquet(run_dir / "ranks.parquet")
+    (run_dir / "metrics.json").write_text(json.dumps(
+        {**metrics, "model": name, "split": "test", "tie_policy": key["tie_policy"],
+         "dataset": {"fingerprint": dataset.fingerprint}}, indent=2) + "\n", encoding="utf-8")
+    tensors = [*model.parameters(), *model.buffers()]
+    result: dict[str, Any] = {
+        "key": {**key, "model": name},
+        "model": name,
+        "config": model.config.to_dict(),
+        "metrics": metrics,
+        "train": {"epochs": info.get("epochs"), "best_epoch": info.get("best_epoch"),
+                  "fit_seconds": float(sum(info.get("epoch_seconds") or [])),
+                  "wall_seconds": train_wall},
+        "size": {"checkpoint_bytes": (run_dir / CHECKPOINT).stat().st_size,
+                 "parameters": int(sum(p.numel() for p in model.parameters())),
+                 "tensor_elements": int(sum(t.numel() for t in tensors))},
+        "latency": _latency(model, dataset, latency_clicks),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    result_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result["cached"] = False
+    return result
+
+
+# ---- the whole benchmark -----------------------------------------------------------------
+
+def benchmark(data: Path, models: list[str], out: Path, *, epochs: int | None = None,
+              seed: int = 0, max_sessions: int | None = None, tie_policy: str = "pessimistic",
+              metric: str = "mrr@20", device: str = "cpu", force: bool = False,
+              latency_clicks: int = 200, resamples: int = 2000, progress: bool = True,
+              command: str = "", peers: bool = False, peer_epochs: int = 10,
+              peer_venv: Path = Path("var/peers/recbole")) -> dict[str, Any]:
+    """Run every model (cached runs reused), write results.json, report.md/.html and
+    plots into ``out``; return the results dict."""
+    from tqdm.auto import tqdm
+
+    from models import registry
+    from training.benchmark_report import write_reports
+    from training.dataset import PreparedDataset
+
+    per_case(np.zeros(0), metric)  # validates --metric early
+    if int(metric.partition("@")[2]) not in KS:
+        raise ValueError(f"--metric cut-off must be within 1..20, got {metric!r}")
+    for name in models:
+        registry.get(name)  # unknown names fail before any training
+    dataset = PreparedDataset.load(data)
+    if dataset.test.height == 0:
+        raise ValueError(f"{data}: no test split to evaluate on")
+    out.mkdir(parents=True, exist_ok=True)
+    key = {"dataset": dataset.fingerprint, "epochs": epochs, "seed": seed,
+           "max_sessions": max_sessions, "tie_policy": tie_policy, "ks": list(KS)}
+    results: dict[str, Any] = {}
+    failures: dict[str, str] = {}
+    bar = tqdm(models, desc="benchmark", unit="model", disable=not progress, file=sys.stderr)
+    for name in bar:
+        bar.set_postfix(model=name)
+        try:
+            results[name] = run_model(name, dataset, out, key, device=device, force=force,
+                                      latency_clicks=latency_clicks, progress=progress)
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            failures[name] = f"{type(exc).__name__}: {exc}"
+            print(f"benchmark: {name} failed: {failures[name]}", file=sys.stderr)
+    bar.close()
+    ranking = sorted(results, key=lambda n: -results[n]["metrics"][metric])
+    significance: dict[str, Any] | None = None
+    if len(ranking) >= 2:
+        best, second = ranking[0], ranking[1]
+        frames = [pl.read_parquet(out / "runs" / n / "ranks.parquet") for n in (best, second)]
+        top = max(KS)
+        significance = {"best": best, "runner_up": second, "by": metric,
+                        **compare_pair(frames[0], frames[1],
+                                       sorted({metric, f"recall@{top}", f"mrr@{top}"}),
+                                       resamples)}
+    peer_results: dict[str, Any] | None = None
+    if peers:
+        from training.peers import run_peers
+
+        try:
+            peer_results = run_peers(dataset, out, peer_venv, peer_epochs, force, progress)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            failures["recbole"] = f"{type(exc).__name__}: {exc}"
+            print(f"benchmark: RecBole peers failed: {failures['recbole']}", file=sys.stderr)
+    summary = {
+        "dataset": {"path": str(data), "fingerprint": dataset.fingerprint,
+                    "protocol": dataset.stats.get("protocol"), "n_items": dataset.n_items,
+                    "n_users": dataset.n_users},
+        "settings": {**key, "metric": metric, "device": device,
+                     "latency": "eager torch, batch 1: advance + score + top-20"},
+        "command": command,
+        "ranking": ranking,
+        "models": results,
+        "failures": failures,
+        "significance": significance,
+        "peers": peer_results,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_reports(summary, out)
+    return summary
+
+
+def _run(args: argparse.Namespace) -> int:
+    from models import registry
+
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.models.strip() == "all":
+        models = registry.available()
+    else:
+        models = [name.strip() for name in args.models.split(",") if name.strip()]
+    if not models:
+        raise ValueError("--models: give 'all' or a comma-separated list of model names")
+    summary = benchmark(Path(args.data), models, Path(args.out), epochs=args.epochs,
+                        seed=args.seed, max_sessions=args.max_sessions,
+                        tie_policy=args.tie_policy, metric=args.metric, device=args.device,
+                        force=args.force, latency_clicks=args.latency_clicks,
+                        resamples=args.bootstrap, progress=not args.quiet,
+                        command="nextclick " + " ".join(sys.argv[1:]),
+                        peers=args.peers == "recbole", peer_epochs=args.peer_epochs,
+                        peer_venv=Path(args.peer_venv))
+    metric = summary["settings"]["metric"]
+    for name in summary["ranking"]:
+        entry = summary["models"][name]
+        print(f"{name:>14}  {metric} {100 * entry['metrics'][metric]:6.2f}%"
+              f"{'  (cached)' if entry.get('cached') else ''}")
+    for name, error in summary["failures"].items():
+        print(f"{name:>14}  FAILED: {error}")
+    print(f"wrote {Path(args.out) / 'report.html'}, report.md, results.json, plots/")
+    return 1 if summary["failures"] and not summary["ranking"] else 0
+
+
+def register(subparsers: Any) -> None:
+    from training.metrics import TIE_POLICIES
+
+    parser = subparsers.add_parser(
+        "benchmark", help="train + evaluate every model on a dataset and write a report",
+        description="Train (or reuse cached runs of) each model with its paper defaults, "
+                    "evaluate with the dataset's protocol and write OUT/report.md, "
+                    "report.html, results.json and plots/*.png.")
+    parser.add_argument("--data", required=True, help="prepared dataset folder")
+    parser.add_argument("--models", default="all", help="'all' or a comma-separated list")
+    parser.add_argument("--out", required=True, help="report folder, e.g. reports/tmall")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override every model's epochs (quick runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-sessions", type=int, default=None,
+                        help="evaluate a fixed random subset of the test sessions")
+    parser.add_argument("--tie-policy", choices=TIE_POLICIES, default="pessimistic")
+    parser.add_argument("--metric", default="mrr@20",
+                        help="ranking / significance metric: recall@K or mrr@K, K <= 20")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--latency-clicks", type=int, default=200,
+                        help="clicks timed per model (0 = skip)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--force", action="store_true", help="retrain even cached runs")
+    parser.add_argument("--peers", choices=("none", "recbole"), default="none",
+                        help="also train RecBole's NARM and GRU4Rec on the same split")
+    parser.add_argument("--peer-epochs", type=int, default=10, help="RecBole epochs")
+    parser.add_argument("--peer-venv", default="var/peers/recbole",
+                        help="RecBole's own virtual environment (created if missing)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_run)
