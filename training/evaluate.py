@@ -28,7 +28,10 @@ per user instead (``evaluate_user_lists``): each test user's training events are
 replayed into the user state (seeded by ``SessionModel.user_state_for``), one top-K list
 is scored from it, and the list is compared with the *set* of the user's held-out items
 (P@K, R@K, F1@K, HR@K, NDCG@K of ``training.metrics.user_list_metrics``, eq. 20-22).
-Items the user already had in training are not removed from the list (repeat clicks are
+Whether items the user already had in their history are removed from the list is
+``exclude_seen``; by default (``None``) they are removed exactly when the training data
+never repeats a (user, item) pair (ratings such as MovieLens, where a user rates a movie
+once, so a seen item can never be a target), and kept otherwise (repeat clicks are
 legitimate targets in click logs such as Taobao's).
 """
 
@@ -407,17 +410,35 @@ def _build_user_cases(dataset: PreparedDataset, split: Split, n_items: int) -> _
                   popularity_percentiles(counts))
 
 
+def _mask_history(scores: Tensor, cases: _Cases, batch: np.ndarray) -> Tensor:
+    """Scores with each row's history items set to -inf (a new tensor)."""
+    rows, columns = [], []
+    history = cases.history
+    for row, case in enumerate(batch):
+        first = cases.history_start[case]
+        begin = history.offsets[first]
+        end = history.offsets[first + cases.history_count[case]]
+        seen = np.unique(history.items[begin:end])
+        rows.append(np.full(seen.size, row, np.int64))
+        columns.append(seen)
+    index = (torch.from_numpy(np.concatenate(rows)).to(scores.device),
+             torch.from_numpy(np.concatenate(columns).astype(np.int64)).to(scores.device))
+    return scores.index_put(index, torch.tensor(float("-inf"), device=scores.device))
+
+
 def evaluate_user_lists(model: SessionModel, dataset: PreparedDataset, split: Split = "test",
                         ks: Iterable[int] = (5, 10, 20), batch_size: int = 256,
                         max_users: int | None = None, progress: bool = True,
-                        ignore_history: bool = False) -> dict[str, Any]:
+                        ignore_history: bool = False,
+                        exclude_seen: bool | None = None) -> dict[str, Any]:
     """RUM's per-user evaluation (see the module docstring): one top-K list per user
     after replaying their history, against the set of their held-out items.
 
     Returns ``user_list_metrics`` (``precision@K``, ``recall@K``, ``f1@K``, ``hr@K``,
     ``ndcg@K``, ``n`` = users) plus ``coverage@K`` / ``popularity@K``, ``n_users``,
     ``split``, ``protocol`` and ``eval_seconds``. ``max_users`` evaluates a fixed random
-    subset (seed 0); ``ignore_history`` starts every user from the zero user state.
+    subset (seed 0); ``ignore_history`` starts every user from the zero user state;
+    ``exclude_seen``: see the module docstring (the value used is in the result).
     """
     cut_offs = check_ks(ks)
     if max_users is not None and max_users < 1:
@@ -428,6 +449,9 @@ def evaluate_user_lists(model: SessionModel, dataset: PreparedDataset, split: Sp
                          "trained on")
     began = time.perf_counter()
     cases = _build_user_cases(dataset, split, model.n_items)
+    if exclude_seen is None:
+        pairs = dataset.train.filter(pl.col("user") != 0).select("user", "item")
+        exclude_seen = pairs.height > 0 and pairs.n_unique() == pairs.height
     chosen = np.arange(len(cases.targets))
     if max_users is not None and max_users < chosen.size:
         chosen = np.sort(np.random.default_rng(0).choice(chosen.size, max_users, replace=False))
@@ -450,6 +474,8 @@ def evaluate_user_lists(model: SessionModel, dataset: PreparedDataset, split: Sp
                 user_state = (_replay_history(model, cases, batch, device) if user_aware
                               else model.init_user_state(batch.size))
                 scores = model.score(model.start_session(user_state, batch.size))
+                if exclude_seen:
+                    scores = _mask_history(scores, cases, batch)
                 tracker.update(scores)
                 top = (torch.topk(scores[:, 1:], k_max, dim=1).indices + 1).cpu().numpy()
                 items, _ = cases.targets.padded(batch)  # every held-out click counts
@@ -465,6 +491,7 @@ def evaluate_user_lists(model: SessionModel, dataset: PreparedDataset, split: Sp
     result: dict[str, Any] = dict(user_list_metrics(hits, relevant, cut_offs))
     result.update(tracker.summary())
     result["n_users"] = int(chosen.size)
+    result["exclude_seen"] = bool(exclude_seen)
     result["split"] = split
     result["protocol"] = "user-lists"
     result["eval_seconds"] = round(time.perf_counter() - began, 3)

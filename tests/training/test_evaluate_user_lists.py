@@ -12,7 +12,7 @@ import torch
 from models import registry
 from tests.helpers import make_tiny_dataset
 from training.dataset import PreparedDataset
-from training.evaluate import evaluate_model
+from training.evaluate import evaluate_model, evaluate_user_lists
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 N_ITEMS, N_USERS = 30, 8
@@ -66,6 +66,17 @@ def test_trained_user_embeddings_seed_the_lists(dataset: PreparedDataset) -> Non
     for k in (5, 10):
         for name, value in _naive(lists, truth, k).items():
             assert result[name] == pytest.approx(value), name
+    # the tiny data repeats (user, item) pairs, so seen items stay by default
+    assert result["exclude_seen"] is False
+    seen: dict[int, set[int]] = {}
+    for user, item in dataset.train.select("user", "item").iter_rows():
+        seen.setdefault(int(user), set()).add(int(item))
+    unseen = {user: [i for i in lists[user] if i not in seen[user]] for user in truth}
+    excluded = evaluate_user_lists(model, dataset, "test", ks=(5,), progress=False,
+                                   exclude_seen=True)
+    assert excluded["exclude_seen"] is True
+    for name, value in _naive(unseen, truth, 5).items():
+        assert excluded[name] == pytest.approx(value), name
     # unseeded (the service's view): every user gets the default embedding's list
     blind = evaluate_model(model, dataset, "test", ks=(5,), progress=False, ignore_history=True)
     default = model.user_embedding.weight[0]
