@@ -25,8 +25,9 @@ Model (user u, candidate item i, item embeddings q_i, memory M^u = [m_1 .. m_K])
 
 Full-catalogue scoring (scores are the logits p_u(i)ᵀ q_i; σ is monotone), with
 S = Q Mᵀ [N+1, K] per user:  s_i = q_iᵀ p*_u + α Σ_k z_ik S_ik.  RUM-I: z = softmax(β S),
-O(N·K·D) per request. RUM-F: z = softmax(β Q Fᵀ) depends on parameters only, so the
-exporter folds it into a constant.
+O(N·K·D) per request. RUM-F: z = softmax(β Q Fᵀ) depends on the parameters only (once
+per request, not per row); the score graph still computes it (N·K·D multiply-adds, the
+exporter does not fold it), which is cheaper than the per-row read of RUM-I.
 
 Deviations from the paper:
 - Serving mapping (see ``models.user_seq``): the session state holds a copy of M^u taken
