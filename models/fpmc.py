@@ -39,10 +39,10 @@ class FPMCConfig(ModelConfig):
     embedding_size: int = 50        # D (the same size for both factorisations)
     l2: float = 1e-5                # λ
     unknown_user_rate: float = 0.05
-    batch_size: int = 256
-    bptt: int = 20
+    batch_size: int = 32            # user rows (training settings: ours, see README)
+    bptt: int = 10                  # events per update
     optimizer: str = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float = 0.01
     epochs: int = 20
 
 

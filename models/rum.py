@@ -2,8 +2,9 @@
 
 Paper: X. Chen, H. Xu, Y. Zhang, J. Tang, Y. Cao, Z. Qin, H. Zha. "Sequential
 Recommendation with User Memory Networks", WSDM 2018. Defaults: K = 20 memory slots,
-D = 50 (the paper tunes D in {10, ..., 50}), α = 0.2 (the paper's best MERGE weight,
-Fig. 3), β = 1.
+D = 50 (the paper tunes D in {10, ..., 50}), α = 0.2 (MERGE weight; the paper sweeps it in
+Fig. 3), β = 1. Training settings (Adam, lr 0.01, 32 user rows x 10 events per update)
+are ours, tuned briefly on movielens-small (README, RUM protocol).
 
 Model (user u, candidate item i, item embeddings q_i, memory M^u = [m_1 .. m_K])::
 
@@ -68,10 +69,10 @@ class RUMConfig(ModelConfig):
     l2: float = 1e-5                # λ
     unknown_user_rate: float = 0.05  # user dropout that trains the default p*
     # training (read by training.train)
-    batch_size: int = 256
-    bptt: int = 20
+    batch_size: int = 32            # user rows (training settings: ours, see README)
+    bptt: int = 10                  # events per update
     optimizer: str = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float = 0.01
     epochs: int = 20
 
 
