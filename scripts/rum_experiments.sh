@@ -5,7 +5,8 @@
 # the MERGE weight sweep α = 0..1 (paper Fig. 3) on movielens-small.
 # Usage: scripts/rum_experiments.sh [table|sweep|report ...]   (default: table sweep report)
 # Environment: EPOCHS (default 10), SEED (default 7), SHARED (default ../shared/data),
-# MODELS, DATASETS, ALPHAS, TRAIN_ARGS (the same for every neural model).
+# MODELS, DATASETS, ALPHAS, TRAIN_ARGS (the same for every neural model), RUNS (default
+# runs/rum; e.g. SEED=8 RUNS=runs/rum-seed8 for a repeat with another seed).
 # taobao-head is the head of the file, so items are rarely repeated: it is prepared
 # with --min-item-support 2 (as in scripts/hrnn_experiments.sh).
 set -euo pipefail
@@ -18,6 +19,7 @@ SEED=${SEED:-7}
 MODELS=${MODELS:-"pop bpr fpmc rum-item rum-feature"}
 DATASETS=${DATASETS:-"movielens taobao"}
 ALPHAS=${ALPHAS:-"0 0.2 0.4 0.6 0.8 1"}
+RUNS=${RUNS:-runs/rum}
 TRAIN_ARGS=${TRAIN_ARGS:-"--set batch_size=32 --set bptt=10 --set learning_rate=0.01"}
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(table sweep report)
@@ -49,17 +51,17 @@ for step in "${steps[@]}"; do
     table)
       for ds in $DATASETS; do
         [ -f "data/rum-$ds/stats.json" ] || prepare "$ds"
-        for model in $MODELS; do train_eval "$ds" "$model" "runs/rum/$ds/$model"; done
+        for model in $MODELS; do train_eval "$ds" "$model" "$RUNS/$ds/$model"; done
       done ;;
     sweep)
       [ -f data/rum-movielens/stats.json ] || prepare movielens
       for model in rum-item rum-feature; do
         for alpha in $ALPHAS; do
-          train_eval movielens "$model" "runs/rum/sweep/$model-alpha$alpha" --set "alpha=$alpha"
+          train_eval movielens "$model" "$RUNS/sweep/$model-alpha$alpha" --set "alpha=$alpha"
         done
       done ;;
     report)
-      .venv/bin/python scripts/rum_report.py --runs runs/rum --alphas "$ALPHAS" \
+      .venv/bin/python scripts/rum_report.py --runs "$RUNS" --alphas "$ALPHAS" \
         --plot docs/results/rum_alpha_sweep.png ;;
     *) echo "unknown step $step (table, sweep, report)" >&2; exit 2 ;;
   esac
