@@ -134,23 +134,23 @@ class RUM(UserSequenceModel):
         if candidates is None:
             q = self.item_embedding.weight                                         # [N+1, D]
             base = intrinsic @ q.T                                                 # [B, N+1]
-            similarity = torch.einsum("nd,bkd->bnk", q, vectors)                   # [B, N+1, K]
+            similarity = torch.matmul(vectors, q.T)                                # [B, K, N+1]
         else:
             q = self.item_embedding(candidates)                                    # [B, C, D]
             base = (q * intrinsic.unsqueeze(1)).sum(-1)                            # [B, C]
-            similarity = q @ vectors.transpose(1, 2)                               # [B, C, K]
+            similarity = vectors @ q.transpose(1, 2)                               # [B, K, C]
         if cfg.variant == "item":
-            # eq. 7 over filled slots; an empty memory reads 0 (mask after the softmax)
-            mask = filled.unsqueeze(1)                                             # [B, 1, K]
+            # eq. 7 over filled slots (softmax over K = dim 1); an empty memory reads 0
+            mask = filled.unsqueeze(2)                                             # [B, K, 1]
             logits = torch.where(mask > 0, cfg.beta * similarity,
                                  torch.full_like(similarity, -1e9))
-            weights = torch.softmax(logits, dim=-1) * mask
+            weights = torch.softmax(logits, dim=1) * mask
         else:
             weights = self._feature_weights(candidates)                            # eq. 9
-            if candidates is None:
-                weights = weights.unsqueeze(0)
-        # q_iᵀ (p* + α Σ_k z_ik m_k) = q_iᵀ p* + α Σ_k z_ik S_ik
-        return base + cfg.alpha * (weights * similarity).sum(-1)
+            weights = (weights.T.unsqueeze(0) if candidates is None                # [1, K, N+1]
+                       else weights.transpose(1, 2))                               # [B, K, C]
+        # q_iᵀ (p* + α Σ_k z_ik m_k) = q_iᵀ p* + α Σ_k z_ik S_ki
+        return base + cfg.alpha * (weights * similarity).sum(1)
 
     # ---- write --------------------------------------------------------------------
     def write(self, item: Tensor, memory: State) -> State:
