@@ -62,7 +62,8 @@ class SessionModel(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     #: how training batches are built: "session-parallel" (GRU4Rec), "user-parallel"
-    #: (HRNN), "prefix" (NARM-style prefix augmentation) or "counts" (non-neural fit).
+    #: (HRNN), "user-sequence" (user-parallel plus user ids: RUM, BPR-MF, FPMC), "prefix"
+    #: (NARM-style prefix augmentation) or "counts" (non-neural fit).
     batching: ClassVar[str] = "session-parallel"
 
     def __init__(self, n_items: int, n_users: int, config: ModelConfig | None = None):
@@ -85,6 +86,12 @@ class SessionModel(nn.Module):
     def init_user_state(self, batch_size: int) -> State:
         device = self._device()
         return {s.name: s.zeros(batch_size, device) for s in self.user_spec()}
+
+    def user_state_for(self, users: Tensor) -> State:
+        """Initial user state of dataset users (users [B] int64 indices, 0 = unknown),
+        for offline evaluation. Default: ``init_user_state`` (the model does not know
+        users by index). Models with a trained user table (RUM, BPR-MF, FPMC) seed it."""
+        return self.init_user_state(users.shape[0])
 
     def start_session(self, user_state: State, batch_size: int) -> State:
         """Session state at the start of a session. Models without user state ignore

@@ -1,6 +1,6 @@
 """Training batches built from a ``PreparedDataset`` (rows with ``valid == False``).
 
-Three kinds, named by ``SessionModel.batching``:
+Four kinds, named by ``SessionModel.batching``:
 
 * ``session-parallel`` (GRU4Rec, Hidasi et al. 2016, sec. 3.1.1): B rows; each row plays
   one session after the other (a free row takes the next session); every step gives each
@@ -12,6 +12,10 @@ Three kinds, named by ``SessionModel.batching``:
   0), so the hidden state after the whole session reaches the user GRU, as in serving.
   Flags mark session starts and user starts (a new user takes the row: zero user state).
   Anonymous sessions (user 0) count as one-session users.
+* ``user-sequence`` (RUM, BPR-MF, FPMC; Chen et al. 2018): the ``user-parallel`` layout
+  (a row plays one user's events in time order, sessions back to back) plus each step's
+  user index in ``users``; the models use every click as a positive predicted from the
+  events before it, so ``targets`` is not needed by them.
 * ``prefix`` (NARM-style augmentation): every click after the first of a session is a
   target for the clicks before it (the last ``max_length`` of them).
 
@@ -41,10 +45,12 @@ class ParallelBatch:
     targets: Tensor        # int64: next click (0 = no target)
     session_start: Tensor  # bool: first click of a session on this row
     user_start: Tensor     # bool: first click of a new user on this row
+    users: Tensor | None = None  # int64: user index of the step (0 = anonymous / idle)
 
     def to(self, device: torch.device | str) -> ParallelBatch:
         return ParallelBatch(self.items.to(device), self.targets.to(device),
-                             self.session_start.to(device), self.user_start.to(device))
+                             self.session_start.to(device), self.user_start.to(device),
+                             None if self.users is None else self.users.to(device))
 
 
 @dataclass
@@ -175,6 +181,8 @@ class ParallelBatches:
         self._targets[rows, times] = targets[step_index]
         self._session_start[rows, times] = session_first
         self._user_start[rows, times] = user_first
+        self._users = np.zeros(shape, dtype=np.int64)
+        self._users[rows, times] = table.users[np.repeat(kept, step_lengths[kept])]
 
     def __len__(self) -> int:
         return -(-self.total_steps // self.steps)
@@ -185,7 +193,8 @@ class ParallelBatches:
             yield ParallelBatch(torch.from_numpy(self._items[:, begin:end].copy()),
                                 torch.from_numpy(self._targets[:, begin:end].copy()),
                                 torch.from_numpy(self._session_start[:, begin:end].copy()),
-                                torch.from_numpy(self._user_start[:, begin:end].copy()))
+                                torch.from_numpy(self._user_start[:, begin:end].copy()),
+                                torch.from_numpy(self._users[:, begin:end].copy()))
 
 
 def session_parallel_batches(dataset: PreparedDataset, batch_size: int, steps: int = 1,
@@ -253,7 +262,9 @@ def make_batches(kind: str, dataset: PreparedDataset, batch_size: int, *, steps:
         return session_parallel_batches(dataset, batch_size, steps, shuffle, seed)
     if kind == "user-parallel":
         return user_parallel_batches(dataset, batch_size, steps, shuffle, seed)
+    if kind == "user-sequence":
+        return user_parallel_batches(dataset, batch_size, steps, shuffle, seed)
     if kind == "prefix":
         return prefix_batches(dataset, batch_size, max_length, shuffle, seed)
     raise ValueError(f"unknown batching kind {kind!r}; known: session-parallel, user-parallel, "
-                     "prefix (and counts for non-neural models)")
+                     "user-sequence, prefix (and counts for non-neural models)")

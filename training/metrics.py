@@ -252,3 +252,53 @@ def _bucket_row(label: str, low: int, ranks: np.ndarray, ks: tuple[int, ...]) ->
         for name in ("recall", "mrr", "ndcg"):
             row[f"{name}@{k}"] = scores[f"{name}@{k}"]
     return row
+
+
+def user_list_metrics(hits: np.ndarray, n_relevant: np.ndarray,
+                      ks: Iterable[int]) -> dict[str, float]:
+    """Per-user top-K list metrics of RUM (Chen et al., WSDM 2018, eq. 20-22), averaged
+    over users: each user has one recommended list and a *set* of held-out items.
+
+    hits: [U, K_max] bool, ``hits[u, j]`` = the list's (j+1)-th item is in u's test set;
+    n_relevant: [U] int, the size of u's test set (>= 1). For each K:
+
+    * ``precision@K`` = |R_K ∩ T| / K;  ``recall@K`` = |R_K ∩ T| / |T|
+    * ``f1@K`` = 2 P R / (P + R) per user (0 when P + R = 0), then averaged
+    * ``hr@K`` = 1 if R_K ∩ T is not empty
+    * ``ndcg@K`` = Σ_j hit_j / log2(j + 1) over positions j = 1..K, divided by the ideal
+      DCG Σ_{j=1..min(K, |T|)} 1 / log2(j + 1)
+
+    A list shorter than K (a catalogue smaller than K) counts its missing slots as misses.
+    ``n`` is the number of users.
+    """
+    hits = np.asarray(hits, dtype=bool)
+    relevant = np.asarray(n_relevant, dtype=np.float64)
+    if hits.ndim != 2 or relevant.shape != (hits.shape[0],):
+        raise ValueError(f"hits must be [U, K] and n_relevant [U]; got {hits.shape} and "
+                         f"{relevant.shape}")
+    if relevant.size and relevant.min() < 1:
+        raise ValueError("every user needs at least one relevant (test) item")
+    out: dict[str, float] = {}
+    n = hits.shape[0]
+    discount = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2, dtype=np.float64))
+    for k in check_ks(ks):
+        if n == 0:
+            for name in ("precision", "recall", "f1", "hr", "ndcg"):
+                out[f"{name}@{k}"] = 0.0
+            continue
+        top = hits[:, :k]
+        found = top.sum(axis=1).astype(np.float64)
+        precision = found / k
+        recall = found / relevant
+        total = precision + recall
+        f1 = np.where(total > 0, 2 * precision * recall / np.where(total > 0, total, 1.0), 0.0)
+        dcg = (top * discount[: top.shape[1]]).sum(axis=1)
+        ideal_discount = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+        ideal = np.cumsum(ideal_discount)[np.minimum(relevant, k).astype(np.int64) - 1]
+        out[f"precision@{k}"] = float(precision.mean())
+        out[f"recall@{k}"] = float(recall.mean())
+        out[f"f1@{k}"] = float(f1.mean())
+        out[f"hr@{k}"] = float((found > 0).mean())
+        out[f"ndcg@{k}"] = float((dcg / ideal).mean())
+    out["n"] = n
+    return out

@@ -19,6 +19,10 @@ SMALL: dict[str, dict[str, Any]] = {
     "gru4rec": {"hidden_size": 8, "num_layers": 2},
     "hrnn-init": {"hidden_size": 8, "user_hidden_size": 6, "num_layers": 2},
     "hrnn-all": {"hidden_size": 8, "user_hidden_size": 6, "embedding_dim": 5},
+    "rum-item": {"embedding_size": 6, "memory_slots": 3},
+    "rum-feature": {"embedding_size": 6, "memory_slots": 3},
+    "bpr": {"embedding_size": 6},
+    "fpmc": {"embedding_size": 6},
 }
 
 

@@ -119,7 +119,8 @@ def _build(name: str, n_items: int) -> SessionModel:
     cls = registry.get(name)
     small = {"hidden": 8, "hidden_size": 8, "embedding": 8, "embedding_size": 8,
              "user_hidden": 8, "session_hidden": 8, "user_hidden_size": 8,
-             "session_hidden_size": 8, "emb_size": 8, "n_layers": 1, "layers": 1}
+             "session_hidden_size": 8, "emb_size": 8, "n_layers": 1, "layers": 1,
+             "memory_slots": 4}
     import dataclasses
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     model = registry.build(name, n_items, 6, **{k: v for k, v in small.items() if k in fields})

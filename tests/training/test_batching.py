@@ -140,3 +140,28 @@ def test_bad_input_gives_clear_errors(dataset) -> None:  # type: ignore[no-untyp
     with pytest.raises(ValueError, match=r"outside 1\.\.30"):
         training_sessions(broken)
     assert np.all(training_sessions(dataset).items >= 1)
+
+
+def test_user_sequence_rows_play_each_users_events_in_order_with_their_id(dataset) -> None:  # type: ignore[no-untyped-def]
+    batches = list(make_batches("user-sequence", dataset, 4, steps=3, shuffle=True, seed=2))
+    items = torch.cat([b.items for b in batches], dim=1)
+    users = torch.cat([b.users for b in batches if b.users is not None], dim=1)
+    user_start = torch.cat([b.user_start for b in batches], dim=1)
+    assert users.shape == items.shape
+    table = training_sessions(dataset)
+    expected: dict[int, list[int]] = {}
+    for session in range(table.n_sessions):
+        expected.setdefault(int(table.users[session]), []).extend(
+            table.items[table.offsets[session]:table.offsets[session + 1]].tolist())
+    seen: dict[int, list[int]] = {}
+    for row in range(items.shape[0]):
+        for t in range(items.shape[1]):
+            item, user = int(items[row, t]), int(users[row, t])
+            if item == 0:
+                assert user == 0
+                continue
+            if bool(user_start[row, t]):
+                assert user not in seen, "a user was split over rows"
+                seen[user] = []
+            seen[user].append(item)
+    assert seen == expected

@@ -153,3 +153,35 @@ def test_breakdown_buckets() -> None:
     # values below the first edge get their own bucket instead of vanishing
     below = breakdown(np.array([1.0, 2.0]), np.array([0, 1]), [1, 2], ks=(5,))
     assert [row["bucket"] for row in below] == ["0", "1"]
+
+
+def test_user_list_metrics_against_hand_computed_values() -> None:
+    from training.metrics import user_list_metrics
+
+    hits = np.array([[True, False, True, False, False],   # 2 of |T| = 3
+                     [False, False, False, False, False],  # no hit, |T| = 1
+                     [False, True, False, False, False]])  # hit at 2, |T| = 1
+    relevant = np.array([3, 1, 1])
+    out = user_list_metrics(hits, relevant, (5, 1))
+    assert out["n"] == 3
+    assert out["precision@5"] == pytest.approx((2 / 5 + 0 + 1 / 5) / 3)
+    assert out["recall@5"] == pytest.approx((2 / 3 + 0 + 1) / 3)
+    f1_first = 2 * (2 / 5) * (2 / 3) / (2 / 5 + 2 / 3)
+    f1_third = 2 * (1 / 5) * 1 / (1 / 5 + 1)
+    assert out["f1@5"] == pytest.approx((f1_first + 0 + f1_third) / 3)
+    assert out["hr@5"] == pytest.approx(2 / 3)
+    ndcg_first = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3) + 1 / math.log2(4))
+    ndcg_third = 1 / math.log2(3)
+    assert out["ndcg@5"] == pytest.approx((ndcg_first + 0 + ndcg_third) / 3)
+    # K = 1: only the first position counts; the ideal DCG is 1 for everyone
+    assert out["precision@1"] == pytest.approx(1 / 3)
+    assert out["recall@1"] == pytest.approx((1 / 3) / 3)
+    assert out["ndcg@1"] == pytest.approx(1 / 3)
+
+
+def test_user_list_metrics_reject_empty_test_sets() -> None:
+    from training.metrics import user_list_metrics
+
+    with pytest.raises(ValueError, match="relevant"):
+        user_list_metrics(np.zeros((1, 5), bool), np.array([0]), (5,))
+    assert user_list_metrics(np.zeros((0, 5), bool), np.zeros(0), (5,))["n"] == 0

@@ -1,0 +1,186 @@
+"""RUM: recommender with user memory networks, item level (RUM-I) and feature level (RUM-F).
+
+Paper: X. Chen, H. Xu, Y. Zhang, J. Tang, Y. Cao, Z. Qin, H. Zha. "Sequential
+Recommendation with User Memory Networks", WSDM 2018. Defaults: K = 20 memory slots,
+D = 50 (the paper tunes D in {10, ..., 50}), α = 0.2 (MERGE weight; the paper sweeps it in
+Fig. 3), β = 1. Training settings (Adam, lr 0.01, 32 user rows x 10 events per update)
+are ours, tuned briefly on movielens-small (README, RUM protocol).
+
+Model (user u, candidate item i, item embeddings q_i, memory M^u = [m_1 .. m_K])::
+
+    p_u   = MERGE(p*_u, p^m_u) = p*_u + α p^m_u                              eq. 2-3
+    ŷ_ui  = σ(p_uᵀ q_i)                                                        eq. 4
+    L     = -Σ log σ(ŷ_ui) - Σ log(1 - σ(ŷ_uj)) + λ ||Θ||²    (j sampled)      eq. 5
+
+  item level (RUM-I): m_k = q of the k-th most recent item of u (FIFO, K slots)
+    z_ik  = softmax_k(β q_iᵀ m_k)   over the filled slots only                eq. 7
+    p^m_u = Σ_k z_ik m_k            (0 while the memory is empty)             eq. 8
+    write: push q_j of the clicked item j, drop the oldest when full
+
+  feature level (RUM-F): global latent features F = [f_1 .. f_K] (K × D)
+    z_ik  = softmax_k(β q_iᵀ f_k)                                             eq. 9
+    p^m_u = Σ_k z_ik m_k                                                       eq. 10
+    write (clicked item j): erase_j = σ(E q_j + b_E), add_j = tanh(A q_j + b_A)
+    m_k  <- m_k ⊙ (1 - z_jk erase_j)                                          eq. 11-12
+    m_k  <- m_k + z_jk add_j                                                  eq. 13
+
+Full-catalogue scoring (scores are the logits p_u(i)ᵀ q_i; σ is monotone), with
+S = Q Mᵀ [N+1, K] per user:  s_i = q_iᵀ p*_u + α Σ_k z_ik S_ik.  RUM-I: z = softmax(β S),
+O(N·K·D) per request. RUM-F: z = softmax(β Q Fᵀ) depends on the parameters only (once
+per request, not per row); the score graph still computes it (N·K·D multiply-adds, the
+exporter does not fold it), which is cheaper than the per-row read of RUM-I.
+
+Deviations from the paper:
+- Serving mapping (see ``models.user_seq``): the session state holds a copy of M^u taken
+  at session start, ``advance`` applies the write for each click, ``end_session`` returns
+  the session's memory as the new M^u. ``p*_u`` is part of the user state; users unknown at
+  training time (every user the service sees, which knows only external ids) get a
+  learned default intrinsic embedding (row 0 of the user table, trained by user dropout).
+- RUM-I stores the *item indices* of the K most recent clicks (newest first, 0 = empty
+  slot), not their embedding vectors: M^u = Q[slots]. Same values, but the state survives
+  retraining and is 20 int64s in Redis.
+- Gradients flow through the memory within a training chunk (``bptt`` events) only; the
+  carried memory is detached between chunks.
+- L2 (λ) on the embeddings used by each training event instead of on all parameters.
+- FPMC (the paper's K = 1 special case) is its own model, ``models/fpmc.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.base import ModelConfig, State, StateSpec
+from models.registry import register
+from models.user_seq import UserSequenceModel
+
+VARIANTS = ("item", "feature")
+
+
+@dataclass
+class RUMConfig(ModelConfig):
+    variant: str = "item"           # "item" (RUM-I) or "feature" (RUM-F)
+    embedding_size: int = 50        # D
+    memory_slots: int = 20          # K
+    alpha: float = 0.2              # MERGE weight of the memory embedding
+    beta: float = 1.0               # read softmax strength
+    l2: float = 1e-5                # λ
+    unknown_user_rate: float = 0.05  # user dropout that trains the default p*
+    # training (read by training.train)
+    batch_size: int = 32            # user rows (training settings: ours, see README)
+    bptt: int = 10                  # events per update
+    optimizer: str = "adam"
+    learning_rate: float = 0.01
+    epochs: int = 20
+
+
+@dataclass
+class RUMFeatureConfig(RUMConfig):
+    variant: str = "feature"
+
+
+class RUM(UserSequenceModel):
+    name = "rum"
+    config_class = RUMConfig
+    config: RUMConfig
+
+    def __init__(self, n_items: int, n_users: int, config: ModelConfig | None = None):
+        super().__init__(n_items, n_users, config)
+        cfg = self.config
+        if cfg.variant not in VARIANTS:
+            raise ValueError(f"{self.name}: variant must be one of {VARIANTS}, got {cfg.variant!r}")
+        if self.name != "rum" and self.name != f"rum-{cfg.variant}":
+            raise ValueError(f"{self.name}: variant={cfg.variant!r} contradicts the model name; "
+                             f"use rum-{cfg.variant}")
+        if cfg.memory_slots < 1:
+            raise ValueError(f"{self.name}: memory_slots must be >= 1, got {cfg.memory_slots}")
+        dim = cfg.embedding_size
+        self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=0)        # Q [N+1, D]
+        nn.init.normal_(self.item_embedding.weight, std=0.1)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        if cfg.variant == "feature":
+            self.features = nn.Parameter(0.1 * torch.randn(cfg.memory_slots, dim))  # F [K, D]
+            self.erase = nn.Linear(dim, dim)                                       # E, b_E
+            self.add = nn.Linear(dim, dim)                                         # A, b_A
+
+    def memory_spec(self) -> list[StateSpec]:
+        cfg = self.config
+        if cfg.variant == "item":
+            return [StateSpec("slots", (cfg.memory_slots,), "int64", "session")]
+        return [StateSpec("memory", (cfg.memory_slots, cfg.embedding_size), "float32",
+                          "session")]
+
+    # ---- read ---------------------------------------------------------------------
+    def _feature_weights(self, items: Tensor | None) -> Tensor:
+        """z_ik = softmax_k(β q_iᵀ f_k): [N+1, K] for all items, [B, C, K] for items [B, C]."""
+        q = self.item_embedding.weight if items is None else self.item_embedding(items)
+        return torch.softmax(self.config.beta * (q @ self.features.T), dim=-1)
+
+    def _memory_vectors(self, memory: State) -> tuple[Tensor, Tensor]:
+        """M [B, K, D] and the filled-slot mask [B, K] (float)."""
+        if self.config.variant == "item":
+            slots = memory["slots"]                                                # [B, K]
+            return self.item_embedding(slots), (slots != 0).to(torch.float32)
+        values = memory["memory"]
+        return values, torch.ones(values.shape[:2], device=values.device)
+
+    def candidate_scores(self, intrinsic: Tensor, memory: State,
+                         candidates: Tensor | None) -> Tensor:
+        cfg = self.config
+        vectors, filled = self._memory_vectors(memory)                             # [B,K,D]
+        if candidates is None:
+            q = self.item_embedding.weight                                         # [N+1, D]
+            base = intrinsic @ q.T                                                 # [B, N+1]
+            similarity = torch.matmul(vectors, q.T)                                # [B, K, N+1]
+        else:
+            q = self.item_embedding(candidates)                                    # [B, C, D]
+            base = (q * intrinsic.unsqueeze(1)).sum(-1)                            # [B, C]
+            similarity = vectors @ q.transpose(1, 2)                               # [B, K, C]
+        if cfg.variant == "item":
+            # eq. 7 over filled slots (softmax over K = dim 1); an empty memory reads 0
+            mask = filled.unsqueeze(2)                                             # [B, K, 1]
+            logits = torch.where(mask > 0, cfg.beta * similarity,
+                                 torch.full_like(similarity, -1e9))
+            weights = torch.softmax(logits, dim=1) * mask
+        else:
+            weights = self._feature_weights(candidates)                            # eq. 9
+            weights = (weights.T.unsqueeze(0) if candidates is None                # [1, K, N+1]
+                       else weights.transpose(1, 2))                               # [B, K, C]
+        # q_iᵀ (p* + α Σ_k z_ik m_k) = q_iᵀ p* + α Σ_k z_ik S_ki
+        return base + cfg.alpha * (weights * similarity).sum(1)
+
+    # ---- write --------------------------------------------------------------------
+    def write(self, item: Tensor, memory: State) -> State:
+        clicked = item != 0                                                        # [B]
+        if self.config.variant == "item":
+            slots = memory["slots"]                                                # [B, K]
+            pushed = torch.cat([item.unsqueeze(1), slots[:, :-1]], dim=1)          # FIFO
+            return {"slots": torch.where(clicked.unsqueeze(1), pushed, slots)}
+        values = memory["memory"]                                                  # [B, K, D]
+        q = self.item_embedding(item)                                              # [B, D]
+        z = self._feature_weights(item.unsqueeze(1)).squeeze(1).unsqueeze(2)       # [B, K, 1]
+        erase = torch.sigmoid(self.erase(q)).unsqueeze(1)                          # [B, 1, D]
+        add = torch.tanh(self.add(q)).unsqueeze(1)                                 # [B, 1, D]
+        written = values * (1 - z * erase) + z * add                               # eq. 11-13
+        return {"memory": torch.where(clicked.view(-1, 1, 1), written, values)}
+
+    def regularised_parameters(self, users: Tensor, items: Tensor) -> list[Tensor]:
+        return [self.user_embedding(users), self.item_embedding(items).flatten(1)]
+
+
+@register
+class RUMItem(RUM):
+    """RUM-I: the memory holds the K most recent items."""
+
+    name = "rum-item"
+
+
+@register
+class RUMFeature(RUM):
+    """RUM-F: the memory holds K latent feature slots written by erase/add."""
+
+    name = "rum-feature"
+    config_class = RUMFeatureConfig
