@@ -26,9 +26,10 @@ Model (user u, candidate item i, item embeddings q_i, memory M^u = [m_1 .. m_K])
 
 Full-catalogue scoring (scores are the logits p_u(i)ᵀ q_i; σ is monotone), with
 S = Q Mᵀ [N+1, K] per user:  s_i = q_iᵀ p*_u + α Σ_k z_ik S_ik.  RUM-I: z = softmax(β S),
-O(N·K·D) per request. RUM-F: z = softmax(β Q Fᵀ) depends on the parameters only (once
-per request, not per row); the score graph still computes it (N·K·D multiply-adds, the
-exporter does not fold it), which is cheaper than the per-row read of RUM-I.
+O(N·K·D) per request. RUM-F: z = softmax(β Q Fᵀ) depends on the parameters only, so outside
+training it is computed once per parameter version and the exported score graph holds it
+as a constant [N+1, K] (a request then costs O(N·K) for the read plus the S = Q Mᵀ
+product, against RUM-I's candidate-dependent softmax per row).
 
 Deviations from the paper:
 - Serving mapping (see ``models.user_seq``): the session state holds a copy of M^u taken
@@ -105,6 +106,7 @@ class RUM(UserSequenceModel):
             self.features = nn.Parameter(0.1 * torch.randn(cfg.memory_slots, dim))  # F [K, D]
             self.erase = nn.Linear(dim, dim)                                       # E, b_E
             self.add = nn.Linear(dim, dim)                                         # A, b_A
+        self._weights_cache: tuple[tuple[int, ...], Tensor] | None = None
 
     def memory_spec(self) -> list[StateSpec]:
         cfg = self.config
@@ -116,8 +118,30 @@ class RUM(UserSequenceModel):
     # ---- read ---------------------------------------------------------------------
     def _feature_weights(self, items: Tensor | None) -> Tensor:
         """z_ik = softmax_k(β q_iᵀ f_k): [N+1, K] for all items, [B, C, K] for items [B, C]."""
+        if items is None and not self.training and not torch.is_grad_enabled():
+            return self._precomputed_feature_weights()
         q = self.item_embedding.weight if items is None else self.item_embedding(items)
         return torch.softmax(self.config.beta * (q @ self.features.T), dim=-1)
+
+    def train(self, mode: bool = True) -> RUM:
+        super().train(mode)
+        if not mode and self.config.variant == "feature":
+            with torch.no_grad():  # fill the cache now, so an export traces a constant
+                self._precomputed_feature_weights()
+        return self
+
+    def _precomputed_feature_weights(self) -> Tensor:
+        """All items' read weights [N+1, K], computed once per parameter version. They
+        depend on the parameters only, so outside training they are a constant: the
+        exporter writes them into the score graph as one (an [N+1, K] initializer instead
+        of N·K·D multiply-adds and a softmax per request)."""
+        table, features = self.item_embedding.weight, self.features
+        key = (table._version, features._version, table.data_ptr(), features.data_ptr())
+        if self._weights_cache is None or self._weights_cache[0] != key:
+            q = table.detach()
+            weights = torch.softmax(self.config.beta * (q @ features.detach().T), dim=-1)
+            self._weights_cache = (key, weights)
+        return self._weights_cache[1]
 
     def _memory_vectors(self, memory: State) -> tuple[Tensor, Tensor]:
         """M [B, K, D] and the filled-slot mask [B, K] (float)."""

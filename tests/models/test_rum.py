@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from models import registry
 from models.rum import RUM
 from tests.helpers import make_tiny_dataset
 from training.batching import make_batches
+from training.export import export_random_bundle
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -91,6 +94,25 @@ def test_feature_read_weights_depend_on_item_only() -> None:
     z2 = torch.softmax(torch.tensor([0.0, 1.0]), 0)
     pm2 = z2[0] * memory[0, 0] + z2[1] * memory[0, 1]
     assert scores[2].item() == pytest.approx(float((p_star[0] + pm2) @ torch.tensor([0.0, 1.0])))
+
+
+def test_feature_read_weights_are_precomputed_for_serving_and_follow_parameter_updates(
+        tmp_path: Path) -> None:
+    model = _rum("feature", n_items=5, dim=3, slots=4)
+    state = {"memory": torch.rand(2, 4, 3), "intrinsic": torch.rand(2, 3)}
+    with torch.no_grad():
+        cached = model.score(state)
+        with torch.enable_grad():
+            direct = model.score(state)       # the uncached path (grad on)
+        assert torch.allclose(cached, direct, atol=1e-6)
+        model.features.mul_(100.0)            # a parameter update invalidates the cache
+        updated = model.score(state)
+        assert not torch.allclose(updated, cached, atol=1e-3)
+        with torch.enable_grad():
+            assert torch.allclose(updated, model.score(state).detach(), atol=1e-6)
+    bundle = export_random_bundle("rum-feature", 50, tmp_path, n_users=1, embedding_size=8)
+    ops = {node.op_type for node in onnx.load(str(bundle / "score.onnx")).graph.node}
+    assert "Softmax" not in ops  # the read weights are a constant of the score graph
 
 
 def test_item_level_with_one_slot_is_fpmc() -> None:
