@@ -19,6 +19,11 @@ SMALL: dict[str, dict[str, Any]] = {
     "gru4rec": {"hidden_size": 8, "num_layers": 2},
     "hrnn-init": {"hidden_size": 8, "user_hidden_size": 6, "num_layers": 2},
     "hrnn-all": {"hidden_size": 8, "user_hidden_size": 6, "embedding_dim": 5},
+    "narm": {"embedding_dim": 6, "hidden_size": 8, "max_length": 4},
+    "narm-global": {"embedding_dim": 6, "hidden_size": 8, "max_length": 4},
+    "narm-local": {"embedding_dim": 6, "hidden_size": 8, "max_length": 4},
+    "hmn": {"embedding_dim": 6, "max_length": 4},
+    "hln": {"embedding_dim": 6, "hidden_size": 8, "max_length": 4},
 }
 
 
