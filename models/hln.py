@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.base import ModelConfig, State
+from models.base import ModelConfig
 from models.gru_cell import gru_cell
 from models.registry import register
 from models.window import WindowModel
@@ -113,7 +113,10 @@ class Hln(WindowModel):
             a = a + h                                                              # a_l
         return a
 
-    def score(self, state: State) -> Tensor:
-        ideal = self.w_out(self.preference(state["window"]))                      # eq. 6
-        return self.mask_padding(ideal @ self.embedding.weight.T)                 # [B, N+1]
+    def query(self, window: Tensor) -> Tensor:
+        """x_ideal = W a_L (eq. 6): [B, W] -> [B, E]."""
+        return self.w_out(self.preference(window))
+
+    def item_vectors(self) -> Tensor:
+        return self.embedding.weight                                               # [N+1, E]
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.base import ModelConfig, State
+from models.base import ModelConfig
 from models.registry import register
 from models.window import WindowModel, masked_softmax
 
@@ -69,8 +69,8 @@ class Hmn(WindowModel):
         self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0)             # [N+1, d]
         # block 1: a 1 x d filter per channel is a per-position linear map d -> k;
         # block l: height-2 filters over (l-1)k channels = a linear map of [row j-1; row j]
-        self.convs = nn.ModuleList(
-            [nn.Linear(d, d)] + [nn.Linear(2 * (l - 1) * d, d) for l in range(2, blocks + 1)])
+        self.convs = nn.ModuleList([nn.Linear(d, d)] + [
+            nn.Linear(2 * (block - 1) * d, d) for block in range(2, blocks + 1)])
         self.v1 = nn.ModuleList([nn.Linear(d, d, bias=False) for _ in range(blocks)])  # V1_l
         self.v_att = nn.ModuleList([nn.Linear(d, 1, bias=False) for _ in range(blocks)])  # v_l
         self.v3 = nn.Linear(d, d, bias=False)                                     # V3
@@ -91,8 +91,11 @@ class Hmn(WindowModel):
             maps.append(torch.relu(conv(torch.cat([previous, below], dim=2))) * keep)
         return maps
 
-    def score(self, state: State) -> Tensor:
-        window = state["window"]                                                  # [B, W]
+    def item_vectors(self) -> Tensor:
+        return self.embedding.weight                                              # [N+1, d]
+
+    def query(self, window: Tensor) -> Tensor:
+        """s_f (eq. 12): [B, W] -> [B, d]."""
         valid = window != 0
         embedded = self.embedding(window)                                         # [B, W, d]
         last = embedded[:, -1]                                                    # e_|s| [B, d]
@@ -109,5 +112,4 @@ class Hmn(WindowModel):
             self.u(torch.sigmoid(self.u1(s) + self.u2(mean).unsqueeze(1))).squeeze(2), dim=1)
         s_g = (beta.unsqueeze(2) * s).sum(1)                                      # eq. 11
         gate = torch.sigmoid(self.g1(s_g) + self.g2(last))                        # eq. 12
-        s_f = gate * s_g + (1.0 - gate) * last                                    # [B, d]
-        return self.mask_padding(s_f @ self.embedding.weight.T)                   # [B, N+1]
+        return gate * s_g + (1.0 - gate) * last                                   # s_f [B, d]

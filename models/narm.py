@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.base import ModelConfig, State
+from models.base import ModelConfig
 from models.gru_cell import StackedGRU
 from models.registry import register
 from models.window import WindowModel, masked_softmax
@@ -120,10 +120,13 @@ class Narm(WindowModel):
             parts.append((alpha.unsqueeze(2) * states).sum(1))                   # c_l
         return torch.cat(parts, dim=1)
 
-    def score(self, state: State) -> Tensor:
-        """S_i = emb_i^T B c_t (eq. 10): [B, N+1], column 0 = -inf."""
-        c = F.dropout(self.context(state["window"]), self.config.dropout_context, self.training)
-        return self.mask_padding(self.bilinear(c) @ self.embedding.weight.T)     # [B, N+1]
+    def query(self, window: Tensor) -> Tensor:
+        """B c_t: [B, W] -> [B, E]; scores S_i = emb_i^T B c_t (eq. 10)."""
+        c = F.dropout(self.context(window), self.config.dropout_context, self.training)
+        return self.bilinear(c)
+
+    def item_vectors(self) -> Tensor:
+        return self.embedding.weight                                             # [N+1, E]
 
 
 @register

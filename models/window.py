@@ -8,7 +8,9 @@ state is the bounded click window itself, not a recurrent vector:
   than W has zeros on the left).
 * ``advance`` shifts the window one column to the left and writes the new click into the
   last column; item 0 leaves the row unchanged.
-* ``score`` runs the network over the window (the subclass's ``score``). Empty slots
+* ``score`` runs the network over the window: the subclass's ``query`` maps the window to
+  a vector q [B, E] and the scores are dot products with the item vectors,
+  ``q @ item_vectors().T`` (all three papers end in such a softmax layer). Empty slots
   (item 0) are masked out wherever the network reads the window, so a window
   ``[0, 0, a, b]`` scores exactly like the session ``a, b``.
 * ``forward(items [B, T], state)`` advances through the T columns, stacks the window
@@ -49,8 +51,8 @@ def masked_softmax(logits: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
 
 
 class WindowModel(SessionModel):
-    """Base of the window models. Subclasses define ``score`` and keep ``max_length``
-    (the window width W) in their config."""
+    """Base of the window models. Subclasses define ``query`` and ``item_vectors`` and
+    keep ``max_length`` (the window width W) in their config."""
 
     batching = "prefix"
 
@@ -63,6 +65,18 @@ class WindowModel(SessionModel):
 
     def advance(self, item: Tensor, state: State) -> State:
         return {"window": shift_in(state["window"], item)}
+
+    def query(self, window: Tensor) -> Tensor:
+        """Session representation from the window: [B, W] -> [B, E]."""
+        raise NotImplementedError
+
+    def item_vectors(self) -> Tensor:
+        """Output item vectors e_i: [N+1, E] (row 0 = padding)."""
+        raise NotImplementedError
+
+    def score(self, state: State) -> Tensor:
+        scores = self.query(state["window"]) @ self.item_vectors().T               # [B, N+1]
+        return self.mask_padding(scores)
 
     def windows(self, items: Tensor, window: Tensor) -> Tensor:
         """Window after each position: items [B, T], start window [B, W] -> [B, T, W]."""
@@ -82,5 +96,7 @@ class WindowModel(SessionModel):
         (``PrefixBatch``: items [B, T] right-padded, targets [B])."""
         start = self.start_session({}, batch.items.shape[0])["window"]
         window = self.windows(batch.items, start)[:, -1]                  # [B, W]
-        logits = self.score({"window": window})[:, 1:]                    # [B, N]
+        # items 1..N only; slicing the weights (not the [B, N+1] scores) keeps the
+        # backward pass from materialising a second score-sized tensor
+        logits = self.query(window) @ self.item_vectors()[1:].T          # [B, N]
         return F.cross_entropy(logits, batch.targets - 1)
