@@ -86,7 +86,7 @@ class Hln(WindowModel):
         logits = torch.log(p) - torch.log1p(-p) + torch.log(u) - torch.log1p(-u)
         soft = torch.sigmoid(logits / self.config.tau)
         hard = (soft > 0.5).to(soft.dtype)
-        return hard + soft - soft.detach()
+        return hard + (soft - soft.detach())  # exactly 0/1 forward, d soft backward
 
     def lru_step(self, x: Tensor, h: Tensor, preference: Tensor,
                  valid: Tensor) -> tuple[Tensor, Tensor]:

@@ -94,22 +94,29 @@ class Hmn(WindowModel):
     def item_vectors(self) -> Tensor:
         return self.embedding.weight                                              # [N+1, d]
 
-    def query(self, window: Tensor) -> Tensor:
-        """s_f (eq. 12): [B, W] -> [B, d]."""
+    def attentions(self, window: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+        """Per-scale and cross-scale attention (eq. 6-11): window [B, W] -> (alpha^l
+        [B, W] per scale, beta [B, L], s_g [B, k], e_|s| [B, d])."""
         valid = window != 0
         embedded = self.embedding(window)                                         # [B, W, d]
         last = embedded[:, -1]                                                    # e_|s| [B, d]
         e_l = self.v3(last)                                                       # eq. 6
-        per_scale = []
+        alphas, per_scale = [], []
         for maps, v1, v in zip(self.scales(embedded, valid), self.v1, self.v_att, strict=True):
             logits = v(torch.sigmoid(v1(maps) + e_l.unsqueeze(1))).squeeze(2)    # [B, W]
             alpha = masked_softmax(logits, valid)                                 # eq. 7
+            alphas.append(alpha)
             per_scale.append((alpha.unsqueeze(2) * maps).sum(1))                  # s^l, eq. 8
         s = torch.stack(per_scale, dim=1)                                         # [B, L, k]
         count = valid.sum(1, keepdim=True).clamp(min=1).to(embedded.dtype)        # [B, 1]
         mean = embedded.sum(1) / count                                            # m_s, eq. 9
-        beta = torch.softmax(
+        beta = torch.softmax(                                                     # eq. 10
             self.u(torch.sigmoid(self.u1(s) + self.u2(mean).unsqueeze(1))).squeeze(2), dim=1)
         s_g = (beta.unsqueeze(2) * s).sum(1)                                      # eq. 11
+        return alphas, beta, s_g, last
+
+    def query(self, window: Tensor) -> Tensor:
+        """s_f (eq. 12): [B, W] -> [B, d]."""
+        _, _, s_g, last = self.attentions(window)
         gate = torch.sigmoid(self.g1(s_g) + self.g2(last))                        # eq. 12
         return gate * s_g + (1.0 - gate) * last                                   # s_f [B, d]
