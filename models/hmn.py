@@ -2,7 +2,7 @@
 
 Paper: B. Song, Y. Cao, W. Zhang, C. Xu. "Session-based Recommendation with Hierarchical
 Memory Networks", CIKM 2019. Defaults: item embedding d = 30, 4 convolutional blocks,
-softmax cross-entropy over all items, Adam lr 1e-3.
+softmax cross-entropy over all items.
 
 Model (session s = x_1..x_|s|, embeddings E = [e_1..e_|s|], [|s|, d])::
 
@@ -29,6 +29,8 @@ Deviations from the paper:
   position j combines clicks j-1 and j.
 - Serving state is the window of the last ``max_length`` = 19 clicks (``models.window``);
   training uses the same cap (every prefix -> next click).
+- Optimiser settings (Adam, lr 1e-3, batch 512) and the ReLU after each block are this
+  implementation's choices (NARM's settings), not taken from the paper.
 """
 
 from __future__ import annotations
