@@ -4,7 +4,9 @@ The loop is generic over ``SessionModel``: the model names its batching kind and
 computes its own loss; hyperparameters come from the model's config (paper defaults)
 with CLI / ``--set`` overrides. Training-related config fields the loop reads when a
 model declares them: ``batch_size``, ``learning_rate``, ``optimizer`` ("adagrad" |
-"adam" | "sgd"), ``momentum``, ``weight_decay``, ``epochs``, ``bptt`` (steps per update
+"adam" | "sgd"), ``momentum``, ``weight_decay``, ``epochs``, ``lr_decay_epochs`` /
+``lr_decay`` (multiply the learning rate by ``lr_decay`` every ``lr_decay_epochs`` epochs;
+0 = never), ``bptt`` (steps per update
 for the parallel batchings), ``max_length`` (prefix batching), ``grad_clip``; missing
 fields fall back to ``TRAINER_DEFAULTS``.
 
@@ -40,6 +42,7 @@ from training.dataset import PreparedDataset
 TRAINER_DEFAULTS: dict[str, Any] = {
     "batch_size": 512, "learning_rate": 1e-3, "optimizer": "adam", "momentum": 0.0,
     "weight_decay": 0.0, "epochs": 10, "bptt": 1, "max_length": None, "grad_clip": 0.0,
+    "lr_decay_epochs": 0, "lr_decay": 1.0,
 }
 
 
@@ -245,6 +248,10 @@ def train(model_name: str, dataset: PreparedDataset, run_dir: str | Path, *,
         seconds = time.perf_counter() - started
         mean_loss = total / max(count, 1)
         scores = validate(model, dataset, metric, max_valid_sessions)
+        decay_every = int(_setting(model, "lr_decay_epochs"))
+        if decay_every > 0 and epoch % decay_every == 0:
+            for group in optimizer.param_groups:
+                group["lr"] *= float(_setting(model, "lr_decay"))
         info["epochs"] = epoch
         info["epoch_seconds"].append(seconds)
         info["losses"].append(mean_loss)

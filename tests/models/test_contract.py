@@ -23,6 +23,11 @@ SMALL: dict[str, dict[str, Any]] = {
     "rum-feature": {"embedding_size": 6, "memory_slots": 3},
     "bpr": {"embedding_size": 6},
     "fpmc": {"embedding_size": 6},
+    "narm": {"embedding_dim": 6, "hidden_size": 8, "max_length": 4},
+    "narm-global": {"embedding_dim": 6, "hidden_size": 8, "max_length": 4},
+    "narm-local": {"embedding_dim": 6, "hidden_size": 8, "max_length": 4},
+    "hmn": {"embedding_dim": 6, "max_length": 4},
+    "hln": {"embedding_dim": 6, "hidden_size": 8, "max_length": 4},
 }
 
 

@@ -112,6 +112,13 @@ def _registry_models() -> list[str]:
         return []
 
 
+#: window models (NARM, HMN, HLN): small embeddings; a window of 4 < the 5 parity clicks,
+#: so the export check also covers clicks falling out of the window
+SMALL_WINDOW: dict[str, dict[str, int]] = {
+    name: {"embedding_dim": 6, "max_length": 4}
+    for name in ("narm", "narm-global", "narm-local", "hmn", "hln")}
+
+
 def _build(name: str, n_items: int) -> SessionModel:
     """A tiny instance with random weights; non-neural models fit on toy sessions so their
     scores are not all equal."""
@@ -123,7 +130,9 @@ def _build(name: str, n_items: int) -> SessionModel:
              "memory_slots": 4}
     import dataclasses
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    model = registry.build(name, n_items, 6, **{k: v for k, v in small.items() if k in fields})
+    overrides = {k: v for k, v in small.items() if k in fields}
+    overrides.update(SMALL_WINDOW.get(name, {}))
+    model = registry.build(name, n_items, 6, **overrides)
     if cls.batching == "counts":
         rng = np.random.default_rng(0)
         model.fit_counts([list(rng.integers(1, n_items + 1, size=5)) for _ in range(20)])
