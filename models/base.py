@@ -127,8 +127,20 @@ class SessionModel(nn.Module):
         """
         raise NotImplementedError
 
+    def forward_by_steps(self, items: Tensor, state: State) -> Tensor:
+        """``forward`` as ``step`` over the columns of ``items`` [B, T] -> [B, T, N+1]: the
+        whole forward of models with no fused training path (count-based baselines)."""
+        outputs = []
+        for position in range(items.shape[1]):
+            scores, state = self.step(items[:, position], state)
+            outputs.append(scores)
+        return torch.stack(outputs, dim=1)
+
     def loss(self, batch: Any) -> Tensor:
         """Scalar training loss over one batch of the kind named by ``batching``."""
+        if self.batching == "counts":
+            raise NotImplementedError(
+                f"{self.name} is fitted with fit_counts, not by gradient descent")
         raise NotImplementedError
 
     def fit_counts(self, sessions: list[list[int]]) -> None:

@@ -31,19 +31,12 @@ from torch import Tensor, nn
 
 from models.base import ModelConfig, State, StateSpec
 from models.registry import register
-from models.user_seq import UserSequenceModel
+from models.user_seq import UserSequenceConfig, UserSequenceModel
 
 
 @dataclass
-class FPMCConfig(ModelConfig):
-    embedding_size: int = 50        # D (the same size for both factorisations)
-    l2: float = 1e-5                # λ
-    unknown_user_rate: float = 0.05
-    batch_size: int = 32            # user rows (training settings: ours, see README)
-    bptt: int = 10                  # events per update
-    optimizer: str = "adam"
-    learning_rate: float = 0.01
-    epochs: int = 20
+class FPMCConfig(UserSequenceConfig):
+    """The shared fields; D is the same size for both factorisations."""
 
 
 @register

@@ -55,26 +55,17 @@ from torch import Tensor, nn
 
 from models.base import ModelConfig, State, StateSpec
 from models.registry import register
-from models.user_seq import UserSequenceModel
+from models.user_seq import UserSequenceConfig, UserSequenceModel
 
 VARIANTS = ("item", "feature")
 
 
 @dataclass
-class RUMConfig(ModelConfig):
+class RUMConfig(UserSequenceConfig):
     variant: str = "item"           # "item" (RUM-I) or "feature" (RUM-F)
-    embedding_size: int = 50        # D
     memory_slots: int = 20          # K
     alpha: float = 0.2              # MERGE weight of the memory embedding
     beta: float = 1.0               # read softmax strength
-    l2: float = 1e-5                # λ
-    unknown_user_rate: float = 0.05  # user dropout that trains the default p*
-    # training (read by training.train)
-    batch_size: int = 32            # user rows (training settings: ours, see README)
-    bptt: int = 10                  # events per update
-    optimizer: str = "adam"
-    learning_rate: float = 0.01
-    epochs: int = 20
 
 
 @dataclass

@@ -163,11 +163,4 @@ class SKNN(SessionModel):
         return self.mask_padding(scores)
 
     def forward(self, items: Tensor, state: State) -> Tensor:
-        outputs = []
-        for position in range(items.shape[1]):
-            scores, state = self.step(items[:, position], state)
-            outputs.append(scores)
-        return torch.stack(outputs, dim=1)                                         # [B, T, N+1]
-
-    def loss(self, batch: Any) -> Tensor:
-        raise NotImplementedError("sknn is fitted with fit_counts, not by gradient descent")
+        return self.forward_by_steps(items, state)                                 # [B, T, N+1]

@@ -28,6 +28,7 @@ typical user.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,6 +36,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
+
+
+@dataclass
+class UserSequenceConfig(ModelConfig):
+    """Fields every user-sequence model shares (RUM and its baselines BPR-MF, FPMC)."""
+
+    embedding_size: int = 50        # D
+    l2: float = 1e-5                # λ
+    unknown_user_rate: float = 0.05  # user dropout that trains the default p*
+    # training (read by training.train)
+    batch_size: int = 32            # user rows (training settings: ours, see README)
+    bptt: int = 10                  # events per update
+    optimizer: str = "adam"
+    learning_rate: float = 0.01
+    epochs: int = 20
 
 
 class UserSequenceModel(SessionModel):
@@ -119,11 +135,7 @@ class UserSequenceModel(SessionModel):
         return self.mask_padding(self.candidate_scores(state["intrinsic"], memory, None))
 
     def forward(self, items: Tensor, state: State) -> Tensor:
-        scores = []
-        for position in range(items.shape[1]):
-            state = self.advance(items[:, position], state)
-            scores.append(self.score(state))
-        return torch.stack(scores, dim=1)                                          # [B, T, N+1]
+        return self.forward_by_steps(items, state)                                 # [B, T, N+1]
 
     # ---- training ---------------------------------------------------------------
     def regularised_parameters(self, users: Tensor, items: Tensor) -> list[Tensor]:

@@ -181,12 +181,7 @@ def _build_cases(dataset: PreparedDataset, split: Split, n_items: int) -> _Cases
         raise ValueError(f"split must be 'test' or 'valid', got {split!r}")
     _check_items(dataset.train, n_items, "train.parquet")
 
-    counts = np.bincount(history_frame["item"].to_numpy().astype(np.int64),
-                         minlength=n_items + 1)[: n_items + 1]
-    history = _group_sessions(history_frame.filter(pl.col("user") != 0), None)
-    order = np.lexsort((history.row, history.user))
-    if len(history) and not np.array_equal(order, np.arange(len(history))):
-        history = _reorder(history, order)
+    counts, history = _user_histories(history_frame, n_items)
 
     # A user's history is one contiguous run of the (user, row)-sorted sessions.
     start = np.searchsorted(history.user, targets.user, side="left")
@@ -198,6 +193,18 @@ def _build_cases(dataset: PreparedDataset, split: Split, n_items: int) -> _Cases
         stop = np.searchsorted(keys, targets.user * stride + targets.row, side="left")
     count = np.where(targets.user != 0, stop - start, 0).astype(np.int64)
     return _Cases(targets, history, start.astype(np.int64), count, popularity_percentiles(counts))
+
+
+def _user_histories(history_frame: pl.DataFrame, n_items: int) -> tuple[np.ndarray, _Sessions]:
+    """Item click counts of the history [N+1] and the known users' history sessions,
+    sorted by (user, row) so each user's history is one contiguous run."""
+    counts = np.bincount(history_frame["item"].to_numpy().astype(np.int64),
+                         minlength=n_items + 1)[: n_items + 1]
+    history = _group_sessions(history_frame.filter(pl.col("user") != 0), None)
+    order = np.lexsort((history.row, history.user))
+    if len(history) and not np.array_equal(order, np.arange(len(history))):
+        history = _reorder(history, order)
+    return counts, history
 
 
 def _reorder(sessions: _Sessions, order: np.ndarray) -> _Sessions:
@@ -398,12 +405,7 @@ def _build_user_cases(dataset: PreparedDataset, split: Split, n_items: int) -> _
                     .sort("user", maintain_order=True)
                     .with_columns(pl.col("user").alias("session")))
     targets = _group_sessions(target_frame, None)
-    counts = np.bincount(history_frame["item"].to_numpy().astype(np.int64),
-                         minlength=n_items + 1)[: n_items + 1]
-    history = _group_sessions(history_frame.filter(pl.col("user") != 0), None)
-    order = np.lexsort((history.row, history.user))
-    if len(history) and not np.array_equal(order, np.arange(len(history))):
-        history = _reorder(history, order)
+    counts, history = _user_histories(history_frame, n_items)
     start = np.searchsorted(history.user, targets.user, side="left")
     stop = np.searchsorted(history.user, targets.user, side="right")
     return _Cases(targets, history, start.astype(np.int64), (stop - start).astype(np.int64),
