@@ -43,6 +43,7 @@ from torch import Tensor
 from models.base import ModelConfig, SessionModel, State, StateSpec
 from models.knn_util import popularity_fallback, session_item_pairs, top_per_row
 from models.registry import register
+from models.window import shift_in
 
 _SIM_STEPS = 2 ** 24     # sim quantisation for the neighbour choice
 _MAX_SESSIONS = 2 ** 26  # session ids must fit beside the quantised sim in an int64 key
@@ -111,9 +112,7 @@ class SKNN(SessionModel):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def advance(self, item: Tensor, state: State) -> State:
-        window = state["window"]                                                   # [B, W]
-        shifted = torch.cat([window[:, 1:], item.unsqueeze(1).to(window.dtype)], dim=1)
-        return {"window": torch.where((item != 0).unsqueeze(1), shifted, window)}
+        return {"window": shift_in(state["window"], item)}                         # [B, W]
 
     def score(self, state: State) -> Tensor:
         window = state["window"]                                                   # [B, W]

@@ -36,6 +36,7 @@ from torch import Tensor
 from models.base import ModelConfig, SessionModel, State, StateSpec
 from models.knn_util import popularity_ranks
 from models.registry import register
+from models.window import shift_in
 
 _FLOAT32_EXACT = 2 ** 24
 
@@ -72,9 +73,7 @@ class SPop(SessionModel):
         self.rank_scores.copy_(popularity_ranks(sessions, self.n_items))
 
     def advance(self, item: Tensor, state: State) -> State:
-        window = state["window"]                                                   # [B, W]
-        shifted = torch.cat([window[:, 1:], item.unsqueeze(1).to(window.dtype)], dim=1)
-        return {"window": torch.where((item != 0).unsqueeze(1), shifted, window)}
+        return {"window": shift_in(state["window"], item)}                         # [B, W]
 
     def score(self, state: State) -> Tensor:
         window = state["window"]                                                   # [B, W]
