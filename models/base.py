@@ -148,6 +148,15 @@ class SessionModel(nn.Module):
         raise NotImplementedError
 
     # ---- helpers ----------------------------------------------------------------
+    def _check_variant(self, family: str, variant: str, variants: tuple[str, ...]) -> None:
+        """Models registered as ``<family>-<variant>`` take the variant from their config;
+        reject an unknown variant or one that contradicts the registered name."""
+        if variant not in variants:
+            raise ValueError(f"{self.name}: variant must be one of {variants}, got {variant!r}")
+        if self.name != family and self.name != f"{family}-{variant}":
+            raise ValueError(f"{self.name}: variant={variant!r} contradicts the model name; "
+                             f"use {family}-{variant}")
+
     def _device(self) -> torch.device:
         for p in self.parameters():
             return p.device

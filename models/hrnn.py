@@ -106,11 +106,7 @@ class HRNN(SessionModel):
     def __init__(self, n_items: int, n_users: int, config: ModelConfig | None = None):
         super().__init__(n_items, n_users, config)
         cfg = self.config
-        if cfg.variant not in VARIANTS:
-            raise ValueError(f"{self.name}: variant must be one of {VARIANTS}, got {cfg.variant!r}")
-        if self.name != "hrnn" and self.name != f"hrnn-{cfg.variant}":
-            raise ValueError(f"{self.name}: variant={cfg.variant!r} contradicts the model name; "
-                             f"use hrnn-{cfg.variant}")
+        self._check_variant("hrnn", cfg.variant, VARIANTS)
         if cfg.loss not in LOSSES:
             raise ValueError(f"{self.name}: loss must be one of {LOSSES}, got {cfg.loss!r}")
         self.use_context = cfg.variant == "all"

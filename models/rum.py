@@ -81,11 +81,7 @@ class RUM(UserSequenceModel):
     def __init__(self, n_items: int, n_users: int, config: ModelConfig | None = None):
         super().__init__(n_items, n_users, config)
         cfg = self.config
-        if cfg.variant not in VARIANTS:
-            raise ValueError(f"{self.name}: variant must be one of {VARIANTS}, got {cfg.variant!r}")
-        if self.name != "rum" and self.name != f"rum-{cfg.variant}":
-            raise ValueError(f"{self.name}: variant={cfg.variant!r} contradicts the model name; "
-                             f"use rum-{cfg.variant}")
+        self._check_variant("rum", cfg.variant, VARIANTS)
         if cfg.memory_slots < 1:
             raise ValueError(f"{self.name}: memory_slots must be >= 1, got {cfg.memory_slots}")
         dim = cfg.embedding_size

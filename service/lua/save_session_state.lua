@@ -3,14 +3,8 @@
 -- one, so concurrent requests never overwrite a newer state with an older one.
 -- KEYS[1] meta, KEYS[2] state; ARGV[1] field, ARGV[2] blob, ARGV[3] clicks folded,
 -- ARGV[4] gen, ARGV[5] TTL. Returns 1 if written.
+--#include _write_if_newer
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[4] then
   return 0
 end
-local folded = tonumber(ARGV[3])
-local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[1] .. '#n')) or -1
-if folded <= stored then
-  return 0
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2], ARGV[1] .. '#n', folded)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
-return 1
+return write_if_newer(KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5]))

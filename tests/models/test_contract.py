@@ -156,3 +156,14 @@ class TestContract:
         assert grads, "no parameter received a gradient"
         assert all(torch.isfinite(grad).all() for grad in grads)
         assert any(grad.abs().sum() > 0 for grad in grads)
+
+
+@pytest.mark.parametrize("name, variant, message", [
+    ("hrnn-init", "all", "contradicts the model name"),
+    ("rum-item", "feature", "contradicts the model name"),
+    ("rum-feature", "bogus", "variant must be one of"),
+])
+def test_a_variant_that_does_not_fit_the_name_is_refused(name: str, variant: str,
+                                                         message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        registry.build(name, N_ITEMS, N_USERS, variant=variant)
