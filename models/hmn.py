@@ -31,6 +31,9 @@ Deviations from the paper:
   training uses the same cap (every prefix -> next click).
 - Optimiser settings (Adam, lr 1e-3, batch 512) and the ReLU after each block are this
   implementation's choices (NARM's settings), not taken from the paper.
+- The item table starts Xavier-normal (``models.window.init_item_table_``; the paper does
+  not say), as NARM's authors' code does, whose training settings HMN uses here: torch's
+  N(0, 1) default gave a model that mostly re-ranks the session's own clicks.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from torch import Tensor, nn
 
 from models.base import ModelConfig
 from models.registry import register
-from models.window import WindowModel, masked_softmax
+from models.window import WindowModel, init_item_table_, masked_softmax
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Hmn(WindowModel):
         if blocks < 1:
             raise ValueError(f"hmn: blocks must be >= 1, got {blocks}")
         self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0)             # [N+1, d]
+        init_item_table_(self.embedding)
         # block 1: a 1 x d filter per channel is a per-position linear map d -> k;
         # block l: height-2 filters over (l-1)k channels = a linear map of [row j-1; row j]
         self.convs = nn.ModuleList([nn.Linear(d, d)] + [

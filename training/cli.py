@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "serve": "service.cli",
     "bench": "training.bench",
     "benchmark": "training.benchmark",
+    "readme-results": "training.readme_results",
 }
 
 

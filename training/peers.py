@@ -140,17 +140,24 @@ def run_recbole_model(python: Path, model: str, data_root: Path, name: str, epoc
                            (result.get("best_valid_result") or {}).items()}}
 
 
-def run_peers(dataset: Any, out: Path, venv: Path, epochs: int, force: bool = False,
-              progress: bool = True) -> dict[str, Any]:
-    """RecBole NARM and GRU4Rec on ``dataset``'s split, cached in ``out/peers``."""
+def run_peers(dataset: Any, out: Path, venv: Path, epochs: int | dict[str, int],
+              force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """RecBole NARM and GRU4Rec on ``dataset``'s split, cached in ``out/peers``. ``epochs``:
+    one number, or {RecBole model name or "*": epochs}."""
+    caps = {"*": epochs} if isinstance(epochs, int) else epochs
+    unknown = sorted(set(caps) - {"*", *RECBOLE_MODELS})
+    if unknown:
+        raise ValueError(f"--peer-epochs: unknown RecBole model(s) {', '.join(unknown)}; "
+                         f"use {', '.join(RECBOLE_MODELS)}")
     python = ensure_venv(venv.resolve(), progress)
     root = (out / "peers").resolve()
     counts = export_atomic(dataset, root / "atomic", "nextclick")
     results: dict[str, Any] = {"rows": counts}
     for model in RECBOLE_MODELS:
+        model_epochs = caps.get(model, caps.get("*", 10))
         folder = root / f"recbole-{model}"
         cache = folder / "result.json"
-        key = {"dataset": dataset.fingerprint, "epochs": epochs, "batch_size": BATCH_SIZE,
+        key = {"dataset": dataset.fingerprint, "epochs": model_epochs, "batch_size": BATCH_SIZE,
                "early_stopping": False}
         if not force and cache.exists():
             cached = json.loads(cache.read_text())
@@ -158,8 +165,9 @@ def run_peers(dataset: Any, out: Path, venv: Path, epochs: int, force: bool = Fa
                 results[model] = cached
                 continue
         if progress:
-            print(f"RecBole {model}: training {epochs} epochs", file=sys.stderr)
-        result = run_recbole_model(python, model, root / "atomic", "nextclick", epochs, folder)
+            print(f"RecBole {model}: training {model_epochs} epochs", file=sys.stderr)
+        result = run_recbole_model(python, model, root / "atomic", "nextclick", model_epochs,
+                                   folder)
         result["key"] = key
         cache.write_text(json.dumps(result, indent=2) + "\n")
         results[model] = result

@@ -124,9 +124,11 @@ def test_benchmark_writes_report_and_reuses_cache(tiny_data: Path, tmp_path: Pat
                       progress=False)
     assert all(again["models"][n]["cached"] for n in models)
     assert again["ranking"] == summary["ranking"]
-    # other settings do not reuse the cache
+    # a count model has no epochs: another cap reuses it; a neural model is retrained
+    assert benchmark(tiny_data, ["pop"], out, epochs=2, progress=False,
+                     latency_clicks=0)["models"]["pop"]["cached"]
     with pytest.raises(AssertionError, match="retrained"):
-        benchmark(tiny_data, ["pop"], out, epochs=2, progress=False)
+        benchmark(tiny_data, ["gru4rec"], out, epochs=2, progress=False)
 
 
 def test_evaluation_ranks_match_hand_computed_pop_ranks(tiny_data: Path) -> None:
@@ -195,3 +197,32 @@ def registry_pop(dataset: object) -> object:
     model.fit_counts([table.items[a:b].tolist()
                       for a, b in zip(table.offsets[:-1], table.offsets[1:], strict=True)])
     return model.eval()
+
+
+def test_user_models_are_skipped_on_anonymous_data_and_repeats_counted(
+        tmp_path: Path) -> None:
+    """On a dataset without user ids the user models are reported as not run (not as
+    failures), and the dataset's repeat shares are counted from the test sessions."""
+    import dataclasses
+
+    from training.benchmark import repeat_shares
+
+    tiny = make_tiny_dataset()
+    anonymous = dataclasses.replace(tiny, users=[],
+                                    train=tiny.train.with_columns(pl.lit(0).alias("user")),
+                                    test=tiny.test.with_columns(pl.lit(0).alias("user")))
+    data = anonymous.save(tmp_path / "anon")
+    summary = benchmark(data, ["pop", "hrnn-init", "rum-item"], tmp_path / "out",
+                        latency_clicks=0, resamples=20, progress=False)
+    assert summary["ranking"] == ["pop"] and not summary["failures"]
+    assert set(summary["skipped"]) == {"hrnn-init", "rum-item"}
+    assert "Not run" in (tmp_path / "out" / "report.md").read_text()
+
+    # by hand: session 1 = 1, 2, 1, 1 (targets 2, 1, 1: two repeats, one of the last
+    # click); session 2 = 3, 4 (no repeat)
+    rows = [(0, 1, 1, 0.0, False), (0, 1, 2, 1.0, True), (0, 1, 1, 2.0, True),
+            (0, 1, 1, 3.0, True), (0, 2, 3, 4.0, False), (0, 2, 4, 5.0, True)]
+    test = pl.DataFrame(rows, schema=["user", "session", "item", "timestamp", "target"],
+                        orient="row")
+    shares = repeat_shares(dataclasses.replace(tiny, test=test))
+    assert shares == {"in_prefix": 2 / 4, "last_click": 1 / 4, "targets": 4}

@@ -1,0 +1,232 @@
+"""``nextclick readme-results``: the README's model-results section, generated from the
+benchmark reports (``reports/<name>/results.json``), so no number in it is typed by hand.
+
+The README holds one generated block::
+
+    <!-- benchmark-results: reports/retailrocket reports/tmall -->
+    ...generated markdown...
+    <!-- /benchmark-results -->
+
+The opening marker lists the report folders, in order. ``nextclick readme-results``
+rewrites the block in place; ``--check`` only compares and exits 1 when the README is stale
+(a test runs that check against the checked-in reports). Per report: the command that made
+it, a table (best value per column in bold), the significance test, RecBole's numbers on the
+same split, what was not run and why; then a "which model should I use" guide whose every
+figure comes from the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.benchmark_report import epochs_text, epochs_trained
+
+BEGIN = re.compile(r"<!-- benchmark-results:(?P<reports>[^>]*)-->\n")
+END = "<!-- /benchmark-results -->"
+COLUMNS = (("Recall@5", "recall@5"), ("MRR@5", "mrr@5"), ("Recall@20", "recall@20"),
+           ("MRR@20", "mrr@20"), ("Coverage@20", "coverage@20"))
+COUNT_NOTE = "fit = count model, one pass over the training clicks"
+
+
+def load(report: Path) -> dict[str, Any]:
+    path = report / "results.json"
+    try:
+        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a benchmark result ({exc})") from exc
+    if "models" not in summary or "ranking" not in summary:
+        raise ValueError(f"{path}: not a benchmark result (no models/ranking)")
+    return summary
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _p(p: float) -> str:
+    return "< 1e-300" if p < 1e-300 else f"= {p:.2g}"
+
+
+def _model_table(summary: dict[str, Any]) -> list[str]:
+    names = summary["ranking"]
+    models = summary["models"]
+    best = {key: max(models[n]["metrics"].get(key, 0.0) for n in names) for _, key in COLUMNS}
+    header = ["model", *(title for title, _ in COLUMNS), "epochs (best)", "train s",
+              "size MB", "latency ms"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|---|" + "---:|" * (len(header) - 1)]
+    for name in names:
+        entry = models[name]
+        cells = []
+        for _, key in COLUMNS:
+            value = entry["metrics"].get(key)
+            text = "-" if value is None else _pct(value)
+            cells.append(f"**{text}**" if value is not None and value == best[key]
+                         and key != "coverage@20" else text)
+        latency = entry.get("latency") or {}
+        lines.append("| " + " | ".join([
+            name, *cells, epochs_trained(entry), f"{entry['train']['wall_seconds']:.1f}",
+            f"{entry['size']['checkpoint_bytes'] / 1e6:.2f}",
+            f"{latency.get('median_ms', float('nan')):.2f}"]) + " |")
+    return lines
+
+
+def _significance(summary: dict[str, Any]) -> str:
+    sig = summary.get("significance")
+    if not sig or sig["by"] not in sig:
+        return ""
+    result = sig[sig["by"]]
+    low, high = result["ci95"]
+    return (f"Best by {sig['by']}: **{sig['best']}**, ahead of {sig['runner_up']} by "
+            f"{100 * result['mean_difference']:+.2f} points (paired bootstrap 95% CI "
+            f"{100 * low:+.2f}..{100 * high:+.2f}; Wilcoxon p {_p(result['wilcoxon']['p'])}; "
+            f"{sig['n']:,} test targets).")
+
+
+def _peers(summary: dict[str, Any]) -> list[str]:
+    peers = summary.get("peers") or {}
+    rows = [entry for entry in peers.values() if isinstance(entry, dict) and "metrics" in entry]
+    if not rows:
+        return []
+    versions = ", ".join(f"{k} {v}" for k, v in (rows[0].get("versions") or {}).items())
+    lines = [f"RecBole on the same split ({versions}; its own defaults, batch 512, the epoch "
+             "with the best validation MRR@20 kept, ties broken by position):", "",
+             "| model | Recall@5 | MRR@5 | Recall@20 | MRR@20 | epochs | seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for entry in rows:
+        m = entry["metrics"]
+        lines.append(f"| {entry['model']} | {_pct(m['recall@5'])} | {_pct(m['mrr@5'])} | "
+                      f"{_pct(m['recall@20'])} | {_pct(m['mrr@20'])} | {entry['epochs']} | "
+                      f"{entry['seconds']:.0f} |")
+    return lines
+
+
+def report_section(folder: Path, summary: dict[str, Any]) -> list[str]:
+    data, settings = summary["dataset"], summary["settings"]
+    first = summary["models"][summary["ranking"][0]]["metrics"] if summary["ranking"] else {}
+    repeats = data.get("repeats") or {}
+    facts = [f"{int(first.get('n', 0)):,} test targets", f"protocol `{data['protocol']}`",
+             f"{data['n_items']:,} items", f"{data['n_users']:,} users",
+             f"epochs {epochs_text(settings.get('epochs'))}", f"seed {settings['seed']}"]
+    if repeats.get("targets"):
+        facts.append(f"{100 * repeats['in_prefix']:.1f}% of targets repeat an item of their "
+                     f"session ({100 * repeats['last_click']:.1f}% the last click)")
+    lines = [f"#### {folder.name}", "",
+             f"`{summary['command']}` — [report]({folder.as_posix()}/report.html): "
+             + "; ".join(facts) + ".", ""]
+    lines += _model_table(summary)
+    significance = _significance(summary)
+    if significance:
+        lines += ["", significance]
+    peers = _peers(summary)
+    if peers:
+        lines += ["", *peers]
+    not_run = {**summary.get("skipped", {}), **summary.get("failures", {})}
+    if not_run:
+        lines += ["", "Not run: " + "; ".join(f"{n} ({why})" for n, why in not_run.items())
+                  + "."]
+    return lines
+
+
+def _is_count(entry: dict[str, Any]) -> bool:
+    return (entry.get("config") or {}).get("epochs") is None
+
+
+def guide(reports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """'Which model should I use', one finding per report, from the same numbers."""
+    lines = ["**Which model should I use?** What these reports say (run `nextclick benchmark` "
+             "on a sample of your own log: the count models take minutes):", ""]
+    for folder, summary in reports:
+        ranking, models = summary["ranking"], summary["models"]
+        if not ranking:
+            continue
+        metric = summary["settings"]["metric"]
+        best = ranking[0]
+        counts = [n for n in ranking if _is_count(models[n])]
+        neural = [n for n in ranking if not _is_count(models[n])]
+        parts = [f"**{folder.name}**: {best} leads on {metric} "
+                 f"({_pct(models[best]['metrics'][metric])})"]
+        if counts and neural:
+            c, n = counts[0], neural[0]
+            gap = models[n]["metrics"][metric] - models[c]["metrics"][metric]
+            parts.append(f"the best neural model ({n}) is {abs(100 * gap):.2f} points "
+                         f"{'above' if gap > 0 else 'below'} the best count model ({c}), which "
+                         f"trains in {models[c]['train']['wall_seconds']:.0f} s vs "
+                         f"{models[n]['train']['wall_seconds']:.0f} s")
+        repeats = summary["dataset"].get("repeats") or {}
+        if repeats.get("targets"):
+            parts.append(f"{100 * repeats['in_prefix']:.0f}% of next clicks repeat an item of "
+                         "the session"
+                         + (", so session popularity (S-POP/SKNN) is the bar to clear"
+                            if repeats["in_prefix"] >= 0.3 else
+                            ", so co-click models (Item-KNN, the RNNs) matter more than "
+                            "repeating"))
+        widest = max(ranking, key=lambda n: models[n]["metrics"].get("coverage@20", 0.0))
+        parts.append(f"widest catalogue coverage: {widest} "
+                     f"({_pct(models[widest]['metrics'].get('coverage@20', 0.0))}% of items "
+                     "in some top-20)")
+        lines.append("- " + "; ".join(parts) + ".")
+    lines += ["- Users with a history (HRNN protocol sections below): HRNN-Init where the "
+              "user's past is predictive; check it with `nextclick evaluate --ignore-history`.",
+              f"- In the tables, {COUNT_NOTE}; latency is the eager model alone (batch 1, "
+              "median), the served path is `nextclick bench`."]
+    return lines
+
+
+def render(folders: list[Path], root: Path = Path(".")) -> str:
+    reports = [(folder, load(root / folder)) for folder in folders]
+    lines: list[str] = []
+    for folder, summary in reports:
+        lines += [*report_section(folder, summary), ""]
+    lines += guide(reports)
+    return "\n".join(lines) + "\n"
+
+
+def update(readme: Path, root: Path | None = None) -> tuple[str, str]:
+    """(current text, text with every generated block re-rendered)."""
+    text = readme.read_text(encoding="utf-8")
+    root = readme.parent if root is None else root
+    pieces, position = [], 0
+    for match in BEGIN.finditer(text):
+        end = text.find(END, match.end())
+        if end < 0:
+            raise ValueError(f"{readme}: {match.group(0).strip()} has no {END}")
+        folders = [Path(p) for p in match.group("reports").split()]
+        if not folders:
+            raise ValueError(f"{readme}: {match.group(0).strip()} names no report folder")
+        pieces += [text[position:match.end()], render(folders, root)]
+        position = end
+    if not pieces:
+        raise ValueError(f"{readme}: no <!-- benchmark-results: ... --> block")
+    pieces.append(text[position:])
+    return text, "".join(pieces)
+
+
+def _run(args: argparse.Namespace) -> int:
+    current, fresh = update(Path(args.readme))
+    if current == fresh:
+        print(f"{args.readme}: results block is up to date")
+        return 0
+    if args.check:
+        print(f"{args.readme}: results block differs from the reports; run "
+              "`nextclick readme-results`", file=sys.stderr)
+        return 1
+    Path(args.readme).write_text(fresh, encoding="utf-8")
+    print(f"{args.readme}: results block regenerated")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "readme-results", help="regenerate the README's results block from reports/",
+        description="Rewrite the <!-- benchmark-results: ... --> block of the README from "
+                    "the listed reports' results.json.")
+    parser.add_argument("--readme", default="README.md")
+    parser.add_argument("--check", action="store_true",
+                        help="only compare; exit 1 when the block is stale")
+    parser.set_defaults(func=_run)
