@@ -58,6 +58,7 @@ class HmnConfig(ModelConfig):
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     epochs: int = 30
+    min_epochs: int = 30              # as NARM: all epochs, the best validation one kept
 
 
 @register

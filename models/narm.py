@@ -59,6 +59,7 @@ class NarmConfig(ModelConfig):
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     epochs: int = 30
+    min_epochs: int = 30              # no early stop: the authors train all 30 (patience 100)
 
 
 @dataclass

@@ -28,8 +28,9 @@ from training.benchmark_report import epochs_text, epochs_trained
 
 BEGIN = re.compile(r"<!-- benchmark-results:(?P<reports>[^>]*)-->\n")
 END = "<!-- /benchmark-results -->"
-COLUMNS = (("Recall@5", "recall@5"), ("MRR@5", "mrr@5"), ("Recall@20", "recall@20"),
-           ("MRR@20", "mrr@20"), ("Coverage@20", "coverage@20"))
+COLUMNS = (("R@5", "recall@5"), ("MRR@5", "mrr@5"), ("R@10", "recall@10"),
+           ("MRR@10", "mrr@10"), ("R@20", "recall@20"), ("MRR@20", "mrr@20"),
+           ("Cov@20", "coverage@20"))
 COUNT_NOTE = "fit = count model, one pass over the training clicks"
 
 
@@ -56,8 +57,8 @@ def _model_table(summary: dict[str, Any]) -> list[str]:
     names = summary["ranking"]
     models = summary["models"]
     best = {key: max(models[n]["metrics"].get(key, 0.0) for n in names) for _, key in COLUMNS}
-    header = ["model", *(title for title, _ in COLUMNS), "epochs (best)", "train s",
-              "size MB", "latency ms"]
+    header = ["model", *(title for title, _ in COLUMNS), "epochs (best)", "s/epoch",
+              "train s", "MB", "ms/click"]
     lines = ["| " + " | ".join(header) + " |",
              "|---|" + "---:|" * (len(header) - 1)]
     for name in names:
@@ -69,8 +70,11 @@ def _model_table(summary: dict[str, Any]) -> list[str]:
             cells.append(f"**{text}**" if value is not None and value == best[key]
                          and key != "coverage@20" else text)
         latency = entry.get("latency") or {}
+        train = entry["train"]
+        per_epoch = train.get("fit_seconds", 0.0) / max(int(train.get("epochs") or 1), 1)
         lines.append("| " + " | ".join([
-            name, *cells, epochs_trained(entry), f"{entry['train']['wall_seconds']:.1f}",
+            name, *cells, epochs_trained(entry), f"{per_epoch:.1f}",
+            f"{train['wall_seconds']:.1f}",
             f"{entry['size']['checkpoint_bytes'] / 1e6:.2f}",
             f"{latency.get('median_ms', float('nan')):.2f}"]) + " |")
     return lines

@@ -7,12 +7,15 @@ model declares them: ``batch_size``, ``learning_rate``, ``optimizer`` ("adagrad"
 "adam" | "sgd"), ``momentum``, ``weight_decay``, ``epochs``, ``lr_decay_epochs`` /
 ``lr_decay`` (multiply the learning rate by ``lr_decay`` every ``lr_decay_epochs`` epochs;
 0 = never), ``bptt`` (steps per update
-for the parallel batchings), ``max_length`` (prefix batching), ``grad_clip``; missing
-fields fall back to ``TRAINER_DEFAULTS``.
+for the parallel batchings), ``max_length`` (prefix batching), ``grad_clip``,
+``min_epochs``; missing fields fall back to ``TRAINER_DEFAULTS``.
 
 Early stopping watches a validation metric (default Recall@20) computed by
 ``training.evaluate.evaluate_model`` on the ``valid`` sessions; the best epoch's weights
-are what ``RUN/checkpoint.pt`` holds.
+are what ``RUN/checkpoint.pt`` holds. It never stops before ``min_epochs`` epochs: a model
+that starts slowly (NARM from its authors' tiny initialisation) can show flat validation
+for a few epochs before it learns, and the authors' own loop did not count bad epochs
+at all (30 epochs, patience 100; NARM and HMN set ``min_epochs`` = 30).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from training.dataset import PreparedDataset
 TRAINER_DEFAULTS: dict[str, Any] = {
     "batch_size": 512, "learning_rate": 1e-3, "optimizer": "adam", "momentum": 0.0,
     "weight_decay": 0.0, "epochs": 10, "bptt": 1, "max_length": None, "grad_clip": 0.0,
-    "lr_decay_epochs": 0, "lr_decay": 1.0,
+    "lr_decay_epochs": 0, "lr_decay": 1.0, "min_epochs": 0,
 }
 
 
@@ -270,7 +273,7 @@ def train(model_name: str, dataset: PreparedDataset, run_dir: str | Path, *,
             save_run(run_dir, model, dataset, info)
         else:
             stale += 1
-            if stale >= patience:
+            if stale >= patience and epoch >= int(_setting(model, "min_epochs")):
                 if progress:
                     print(f"early stopping: no {metric} gain for {patience} epochs",
                           file=sys.stderr)

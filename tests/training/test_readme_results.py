@@ -43,7 +43,8 @@ def test_render_shows_the_reported_numbers(tiny_report: Path) -> None:
         metrics = summary["models"][name]["metrics"]
         cells = [c.strip().strip("*") for c in rows[name].strip("|").split("|")]
         assert cells[1] == f"{100 * metrics['recall@5']:.2f}"
-        assert cells[4] == f"{100 * metrics['mrr@20']:.2f}"
+        assert cells[3] == f"{100 * metrics['recall@10']:.2f}"
+        assert cells[6] == f"{100 * metrics['mrr@20']:.2f}"
     best = summary["ranking"][0]
     assert f"**{100 * summary['models'][best]['metrics']['mrr@20']:.2f}**" in rows[best]
     assert f"Best by mrr@20: **{best}**" in text

@@ -98,3 +98,16 @@ def test_adagrad_momentum_matches_reference_update() -> None:
         velocity = 0.5 * velocity - 0.1 * grad / torch.sqrt(acc + 1e-6)
         value += velocity
         torch.testing.assert_close(param.detach(), value)
+
+
+def test_early_stopping_waits_for_min_epochs(data_dir: Path, tmp_path: Path) -> None:
+    """A learning rate of 0 never improves validation: patience 1 stops after epoch 2, but
+    not before ``min_epochs`` (NARM trains all its 30 epochs, as its authors' loop)."""
+    dataset = PreparedDataset.load(data_dir)
+    _, stopped = train("narm", dataset, tmp_path / "a", epochs=6, patience=1, progress=False,
+                       overrides={"learning_rate": 0.0, "min_epochs": 0})
+    assert stopped["epochs"] == 2 and stopped["best_epoch"] == 1
+    _, waited = train("narm", dataset, tmp_path / "b", epochs=6, patience=1, progress=False,
+                      overrides={"learning_rate": 0.0, "min_epochs": 4})
+    assert waited["epochs"] == 4
+    assert registry.get("narm").config_class().min_epochs == 30  # type: ignore[attr-defined]
