@@ -82,13 +82,14 @@ def write_plots(summary: dict[str, Any], folder: Path) -> list[Path]:
         for name in names:
             m = models[name]["metrics"]
             ks = sorted(int(key.split("@")[1]) for key in m if key.startswith(f"{metric}@"))
-            axis.plot(ks, [100 * m[f"{metric}@{k}"] for k in ks], marker=".", label=name)
+            axis.plot(ks, [100 * m[f"{metric}@{k}"] for k in ks], marker=".", label=name,
+                      **_line_style(names.index(name)))
         axis.set_xlabel("K (list length)")
         axis.set_ylabel(f"{label}@K (%)")
         axis.set_xticks(range(1, 21, 2))
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+    _figure_legend(figure, axes[0])
     figure.suptitle("Accuracy by list length K")
     written.append(_save(figure, folder / "accuracy_at_k.png"))
 
@@ -105,14 +106,14 @@ def write_plots(summary: dict[str, Any], folder: Path) -> list[Path]:
                            models[name]["metrics"].get("breakdowns", {}).get(key) or []}
                 xs = [i for i, b in enumerate(labels) if b in rows_by]
                 axis.plot(xs, [100 * rows_by[labels[i]][f"{metric}@20"] for i in xs],
-                          marker="o", label=name)
+                          marker="o", label=name, **_line_style(names.index(name)))
             axis.set_xticks(range(len(labels)), header[1:], fontsize=7, rotation=30,
                             ha="right")
             axis.set_xlabel(x_label)
             axis.set_ylabel(f"{label}@20 (%)")
             axis.set_ylim(bottom=0)
             axis.grid(alpha=0.3)
-            axis.legend(fontsize=8)
+        _figure_legend(figure, axes[0])
         figure.suptitle(f"Accuracy {title}")
         written.append(_save(figure, folder / f"{stem}.png"))
 
@@ -135,6 +136,20 @@ def write_plots(summary: dict[str, Any], folder: Path) -> list[Path]:
     figure.suptitle("Cost")
     written.append(_save(figure, folder / "cost.png"))
     return written
+
+
+def _line_style(index: int) -> dict[str, Any]:
+    """Ten colours, then the same colours dashed, then dotted: 16 models stay apart."""
+    from matplotlib import colormaps
+
+    return {"color": colormaps["tab10"](index % 10),
+            "linestyle": ("-", "--", ":")[min(index // 10, 2)]}
+
+
+def _figure_legend(figure: Any, axis: Any) -> None:
+    """One legend for both panels, outside them (in ranking order), so no line is hidden."""
+    handles, labels = axis.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right center", fontsize=8)
 
 
 def _bars(axis: Any, names: list[str], values: list[float], label: str) -> None:
