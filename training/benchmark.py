@@ -215,7 +215,8 @@ def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
     began = time.perf_counter()
     model, info = train(name, dataset, run_dir, epochs=key["epochs"], seed=key["seed"],
                         device=device, progress=progress,
-                        max_valid_sessions=key.get("max_valid_sessions", max_valid_sessions))
+                        max_valid_sessions=key.get("max_valid_sessions", max_valid_sessions),
+                        refit=bool(key.get("refit")))
     train_wall = time.perf_counter() - began
     ranked = rank_cases(model, dataset, "test", KS, max_sessions=key["max_sessions"],
                         tie_policy=key["tie_policy"], progress=progress)
@@ -254,7 +255,7 @@ def benchmark(data: Path, models: list[str], out: Path, *,
               command: str = "", peers: bool = False,
               peer_epochs: int | str | dict[str, int] = 10,
               peer_venv: Path = Path("var/peers/recbole"),
-              max_valid_sessions: int | None = None) -> dict[str, Any]:
+              max_valid_sessions: int | None = None, refit: bool = False) -> dict[str, Any]:
     """Run every model (cached runs reused), write results.json, report.md/.html and
     plots into ``out``; return the results dict."""
     from tqdm.auto import tqdm
@@ -280,6 +281,8 @@ def benchmark(data: Path, models: list[str], out: Path, *,
            "max_sessions": max_sessions, "tie_policy": tie_policy, "ks": list(KS)}
     if max_valid_sessions is not None:  # part of the key only when set (older caches)
         key["max_valid_sessions"] = max_valid_sessions
+    if refit:
+        key["refit"] = True
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -326,7 +329,9 @@ def benchmark(data: Path, models: list[str], out: Path, *,
     summary = {
         "dataset": {"path": str(data), "fingerprint": dataset.fingerprint,
                     "protocol": dataset.stats.get("protocol"), "n_items": dataset.n_items,
-                    "n_users": dataset.n_users, "repeats": repeat_shares(dataset)},
+                    "n_users": dataset.n_users, "repeats": repeat_shares(dataset),
+                    "valid_sessions": int(dataset.train.filter(pl.col("valid"))["session"]
+                                          .n_unique())},
         "settings": {**key, "epochs": caps or None, "metric": metric, "device": device,
                      "latency": "eager torch, batch 1: advance + score + top-20"},
         "command": command,
@@ -366,7 +371,7 @@ def _run(args: argparse.Namespace) -> int:
                         command="nextclick " + " ".join(sys.argv[1:]),
                         peers=args.peers == "recbole", peer_epochs=args.peer_epochs,
                         peer_venv=Path(args.peer_venv),
-                        max_valid_sessions=args.max_valid_sessions)
+                        max_valid_sessions=args.max_valid_sessions, refit=args.refit)
     metric = summary["settings"]["metric"]
     for name in summary["ranking"]:
         entry = summary["models"][name]
@@ -395,6 +400,9 @@ def register(subparsers: Any) -> None:
                         help="cap training epochs: N for every model, or per model "
                              "'narm=3,hln=1,*=2' (default: each model's paper setting)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refit", action="store_true",
+                        help="retrain each model on all training sessions (validation ones "
+                             "included) for the epochs validation picked")
     parser.add_argument("--max-valid-sessions", type=int, default=None,
                         help="validation sessions per epoch (default: the trainer's 10,000)")
     parser.add_argument("--max-sessions", type=int, default=None,

@@ -235,6 +235,8 @@ def _intro(summary: dict[str, Any]) -> list[str]:
         f"over all items, ties {settings['tie_policy']}, epochs "
         f"{epochs_text(settings.get('epochs'))}, seed {settings['seed']}"
         + (f", {settings['max_sessions']} test sessions" if settings["max_sessions"] else "")
+        + (", refit on all training sessions after validation picked the epochs"
+           if settings.get("refit") else "")
         + f". Models ordered by {settings['metric']}. Values in %."
         + repeats_text(data),
         f"Latency: {settings['latency']} on {settings['device']} (the model alone; the "

@@ -117,6 +117,10 @@ def report_section(folder: Path, summary: dict[str, Any]) -> list[str]:
     facts = [f"{int(first.get('n', 0)):,} test targets", f"protocol `{data['protocol']}`",
              f"{data['n_items']:,} items", f"{data['n_users']:,} users",
              f"epochs {epochs_text(settings.get('epochs'))}", f"seed {settings['seed']}"]
+    if settings.get("refit"):
+        facts.append("refit on all training sessions")
+    if data.get("valid_sessions") == 0:
+        facts.append("no validation split: all training sessions, last epoch kept")
     if repeats.get("targets"):
         facts.append(f"{100 * repeats['in_prefix']:.1f}% of targets repeat an item of their "
                      f"session ({100 * repeats['last_click']:.1f}% the last click)")

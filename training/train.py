@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 from tqdm.auto import tqdm
 
@@ -187,9 +188,40 @@ def train(model_name: str, dataset: PreparedDataset, run_dir: str | Path, *,
           epochs: int | None = None, seed: int = 0, overrides: dict[str, Any] | None = None,
           patience: int = 3, device: str = "cpu", metric: str = "recall@20",
           max_valid_sessions: int | None = 10_000, shuffle: bool = True,
-          progress: bool = True) -> tuple[SessionModel, dict[str, Any]]:
+          progress: bool = True, refit: bool = False) -> tuple[SessionModel, dict[str, Any]]:
     """Train, checkpoint the best epoch into ``run_dir``; return the best model (eval
-    mode) and the run info written to run.json."""
+    mode) and the run info written to run.json.
+
+    ``refit``: once validation has picked the best epoch, train a fresh model (same seed)
+    for that many epochs on *all* training sessions, the validation ones included, and
+    checkpoint that one. The validation split is the latest part of the training data,
+    the part closest to the test period, so on drifting data a model that never sees it
+    loses accuracy (tmall-benchmark: POP 1.97 -> 1.11 Recall@20 without it)."""
+    model, info = _train(model_name, dataset, run_dir, epochs=epochs, seed=seed,
+                         overrides=overrides, patience=patience, device=device, metric=metric,
+                         max_valid_sessions=max_valid_sessions, shuffle=shuffle,
+                         progress=progress)
+    if not refit or not info.get("best_epoch") or not dataset.train["valid"].any():
+        return model, info
+    everything = dataclasses.replace(
+        dataset, train=dataset.train.with_columns(pl.lit(False).alias("valid")))
+    if progress:
+        print(f"{model_name}: refit on all training sessions for {info['best_epoch']} "
+              "epoch(s)", file=sys.stderr)
+    refitted, refit_info = _train(model_name, everything, run_dir, epochs=info["best_epoch"],
+                                  seed=seed, overrides=overrides, patience=patience,
+                                  device=device, metric=metric, max_valid_sessions=None,
+                                  shuffle=shuffle, progress=progress)
+    info["refit"] = {key: refit_info[key] for key in ("epochs", "epoch_seconds", "losses")}
+    info["finished"] = refit_info["finished"]
+    save_run(run_dir, refitted, dataset, info)
+    return refitted, info
+
+
+def _train(model_name: str, dataset: PreparedDataset, run_dir: str | Path, *,
+           epochs: int | None, seed: int, overrides: dict[str, Any] | None, patience: int,
+           device: str, metric: str, max_valid_sessions: int | None, shuffle: bool,
+           progress: bool) -> tuple[SessionModel, dict[str, Any]]:
     if metric.split("@")[0] not in ("recall", "mrr", "ndcg") or "@" not in metric:
         raise ValueError(f"--metric must look like recall@20 or mrr@20, got {metric!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -305,7 +337,7 @@ def _run(args: argparse.Namespace) -> int:
     _, info = train(args.model, dataset, args.out, epochs=args.epochs, seed=args.seed,
                  overrides=overrides, patience=args.patience, device=args.device,
                  metric=args.metric, max_valid_sessions=args.max_valid_sessions,
-                 shuffle=not args.no_shuffle, progress=not args.quiet)
+                 shuffle=not args.no_shuffle, progress=not args.quiet, refit=args.refit)
     best = info.get("best_validation") or {}
     summary = f"{args.model}: best epoch {info['best_epoch']} of {info['epochs']}"
     if args.metric in best:
@@ -337,5 +369,8 @@ def register(subparsers: Any) -> None:
                         help="CPU threads for torch (small models train faster with 1-2)")
     parser.add_argument("--no-shuffle", action="store_true",
                         help="keep sessions/users in dataset order")
+    parser.add_argument("--refit", action="store_true",
+                        help="after picking the best epoch on validation, retrain that many "
+                             "epochs on all training sessions (validation ones included)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=_run)

@@ -226,3 +226,14 @@ def test_user_models_are_skipped_on_anonymous_data_and_repeats_counted(
                         orient="row")
     shares = repeat_shares(dataclasses.replace(tiny, test=test))
     assert shares == {"in_prefix": 2 / 4, "last_click": 1 / 4, "targets": 4}
+
+
+def test_refit_is_part_of_the_cache_key_and_the_report(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "refit"
+    plain = benchmark(tiny_data, ["pop"], out, latency_clicks=0, resamples=20, progress=False)
+    refitted = benchmark(tiny_data, ["pop"], out, latency_clicks=0, resamples=20,
+                         progress=False, refit=True)
+    assert not refitted["models"]["pop"]["cached"] and refitted["settings"]["refit"]
+    assert "refit" not in plain["settings"]
+    assert refitted["dataset"]["valid_sessions"] > 0
+    assert "refit on all training sessions" in (out / "report.md").read_text()

@@ -111,3 +111,24 @@ def test_early_stopping_waits_for_min_epochs(data_dir: Path, tmp_path: Path) -> 
                       overrides={"learning_rate": 0.0, "min_epochs": 4})
     assert waited["epochs"] == 4
     assert registry.get("narm").config_class().min_epochs == 30  # type: ignore[attr-defined]
+
+
+def test_refit_retrains_on_the_validation_sessions_too(data_dir: Path, tmp_path: Path) -> None:
+    """--refit: the epochs validation picked, again from scratch on train + valid."""
+    dataset = PreparedDataset.load(data_dir)
+    plain, info = train("gru4rec", dataset, tmp_path / "plain", epochs=3, seed=2,
+                        progress=False)
+    refitted, refit_info = train("gru4rec", dataset, tmp_path / "refit", epochs=3, seed=2,
+                                 progress=False, refit=True)
+    assert refit_info["best_epoch"] == info["best_epoch"]
+    assert refit_info["refit"]["epochs"] == info["best_epoch"]
+    assert len(refit_info["refit"]["losses"]) == info["best_epoch"]
+    assert not torch.equal(plain.output_weight, refitted.output_weight)
+    _, saved = load_run(tmp_path / "refit")
+    assert saved["refit"]["epochs"] == info["best_epoch"]
+    # a count model refits on every training click, the validation sessions' included
+    counts, _ = train("pop", dataset, tmp_path / "pop", progress=False, refit=True)
+    all_clicks = dataset.train.height
+    assert float(counts.counts.sum()) == all_clicks  # type: ignore[union-attr]
+    fitted, _ = train("pop", dataset, tmp_path / "pop0", progress=False)
+    assert float(fitted.counts.sum()) == dataset.train.filter(~dataset.train["valid"]).height  # type: ignore[union-attr]
