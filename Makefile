@@ -14,13 +14,14 @@ RUN_DIR ?= runs/$(MODEL)
 ARTIFACTS ?= artifacts
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench artifacts install clean help
+.PHONY: run test lint bench results artifacts install clean help
 
 help:
 	@echo "make run    - install, make the synthetic dataset, train + export $(MODEL), serve on $(HOST):$(PORT)"
 	@echo "make test   - install [train,dev] and run the whole test suite"
 	@echo "make lint   - ruff + mypy (strict on service/)"
 	@echo "make bench  - engine and HTTP click-path latency (40k-item model)"
+	@echo "make results - regenerate the README results block from reports/*/results.json"
 
 # torch first and pinned: it is on disk as a CPU build; an unpinned torch pulls CUDA wheels.
 $(STAMP): pyproject.toml
@@ -65,5 +66,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(NEXTCLICK) bench
 
+results: $(STAMP)
+	$(NEXTCLICK) readme-results
+
 clean:
-	rm -rf data runs $(ARTIFACTS) var reports
+	rm -rf data runs $(ARTIFACTS) var reports/*/runs  # reports/*/results.json etc. are checked in

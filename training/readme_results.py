@@ -141,6 +141,10 @@ def report_section(folder: Path, summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
+
+
 def _is_count(entry: dict[str, Any]) -> bool:
     return (entry.get("config") or {}).get("epochs") is None
 
@@ -162,10 +166,10 @@ def guide(reports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
         if counts and neural:
             c, n = counts[0], neural[0]
             gap = models[n]["metrics"][metric] - models[c]["metrics"][metric]
-            parts.append(f"the best neural model ({n}) is {abs(100 * gap):.2f} points "
-                         f"{'above' if gap > 0 else 'below'} the best count model ({c}), which "
-                         f"trains in {models[c]['train']['wall_seconds']:.0f} s vs "
-                         f"{models[n]['train']['wall_seconds']:.0f} s")
+            parts.append(f"the best gradient-trained model ({n}) is {abs(100 * gap):.2f} "
+                         f"points {'above' if gap > 0 else 'below'} the best count model ({c}), "
+                         f"which trains in {_seconds(models[c]['train']['wall_seconds'])} vs "
+                         f"{_seconds(models[n]['train']['wall_seconds'])}")
         repeats = summary["dataset"].get("repeats") or {}
         if repeats.get("targets"):
             parts.append(f"{100 * repeats['in_prefix']:.0f}% of next clicks repeat an item of "
