@@ -197,8 +197,7 @@ def _latency(model: Any, dataset: Any, clicks: int) -> dict[str, float]:
 
 
 def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
-              device: str, force: bool, latency_clicks: int, progress: bool,
-              max_valid_sessions: int | None = 10_000) -> dict[str, Any]:
+              device: str, force: bool, latency_clicks: int, progress: bool) -> dict[str, Any]:
     """Train + evaluate one model into ``out/runs/<name>`` or reuse a finished run."""
     from training.checkpoint import CHECKPOINT
     from training.evaluate import rank_cases, summarize
@@ -215,7 +214,7 @@ def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
     began = time.perf_counter()
     model, info = train(name, dataset, run_dir, epochs=key["epochs"], seed=key["seed"],
                         device=device, progress=progress,
-                        max_valid_sessions=key.get("max_valid_sessions", max_valid_sessions),
+                        max_valid_sessions=key.get("max_valid_sessions", 10_000),
                         refit=bool(key.get("refit")))
     train_wall = time.perf_counter() - began
     ranked = rank_cases(model, dataset, "test", KS, max_sessions=key["max_sessions"],
