@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Reproduces the README's anonymous-session comparison: POP, GRU4Rec, NARM (hybrid, global,
-# local), HMN and HLN on tmall-benchmark, diginetica-sample and yoochoose-100k, full ranking,
-# Recall/MRR @5, @10, @20, plus epochs trained and training seconds per epoch.
+# Trains and evaluates POP, GRU4Rec, NARM (hybrid, global, local), HMN and HLN one by one
+# with `nextclick train` on tmall-benchmark, diginetica-sample and yoochoose-100k (seed 7,
+# full ranking, Recall/MRR @5, @10, @20, epochs and seconds per epoch), for ablations outside
+# `nextclick benchmark`; the README's tables come from the benchmark reports instead.
 #
 # Usage: scripts/anon_experiments.sh [DATASET ...]   (default: tmall diginetica yoochoose)
 #        scripts/anon_experiments.sh report [DATASET ...]   (tables from existing runs only)

@@ -9,13 +9,9 @@ import html
 from pathlib import Path
 from typing import Any
 
-from training.report import BREAKDOWN_PLOTS, _new_figure
+from training.report import BREAKDOWN_PLOTS, _new_figure, pct
 
 SUMMARY_KS = (5, 10, 20)
-
-
-def _pct(value: Any) -> str:
-    return f"{100 * value:.2f}" if isinstance(value, int | float) else "-"
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -31,9 +27,9 @@ def summary_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         entry = summary["models"][name]
         m = entry["metrics"]
         latency = entry.get("latency") or {}
-        rows.append([name, *(_pct(m.get(f"{n}@{k}")) for k in SUMMARY_KS
+        rows.append([name, *(pct(m.get(f"{n}@{k}")) for k in SUMMARY_KS
                              for n in ("recall", "mrr")),
-                     _pct(m.get("coverage@20")), _pct(m.get("popularity@20")),
+                     pct(m.get("coverage@20")), pct(m.get("popularity@20")),
                      epochs_trained(entry), _num(entry["train"]["wall_seconds"]),
                      _num(entry["size"]["checkpoint_bytes"] / 1e6, 2),
                      f"{_num(latency.get('median_ms'), 2)} ({_num(latency.get('p95_ms'), 2)})"])
@@ -62,7 +58,7 @@ def breakdown_rows(summary: dict[str, Any], key: str, k: int = 20
     for name in names:
         by = {str(r["bucket"]): r for r in
               summary["models"][name]["metrics"].get("breakdowns", {}).get(key) or []}
-        rows.append([name, *(f"{_pct(by[b][f'recall@{k}'])} / {_pct(by[b][f'mrr@{k}'])}"
+        rows.append([name, *(f"{pct(by[b][f'recall@{k}'])} / {pct(by[b][f'mrr@{k}'])}"
                              if b in by else "-" for b in labels)])
     return header, rows
 
@@ -182,7 +178,7 @@ def _significance_text(summary: dict[str, Any]) -> list[str]:
         w = result["wilcoxon"]
         lines.append(f"- {metric}: difference {100 * result['mean_difference']:+.2f} points, "
                      f"95% CI [{100 * low:+.2f}, {100 * high:+.2f}]; Wilcoxon z = {w['z']:.2f}, "
-                     f"p {_p_value(w['p'])} ({w['n']} non-zero differences)")
+                     f"p {p_text(w['p'])} ({w['n']} non-zero differences)")
     return lines
 
 
@@ -206,14 +202,14 @@ def peer_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             continue
         m = entry["metrics"]
         versions = ", ".join(f"{k} {v}" for k, v in (entry.get("versions") or {}).items())
-        rows.append([entry["model"], *(_pct(m.get(f"{n}@{k}")) for k in SUMMARY_KS
+        rows.append([entry["model"], *(pct(m.get(f"{n}@{k}")) for k in SUMMARY_KS
                                        for n in ("recall", "mrr")),
                      str((peers.get("rows") or {}).get("test", "-")), str(entry["epochs"]),
                      _num(entry["seconds"]), versions])
     return header, rows
 
 
-def _p_value(p: float) -> str:
+def p_text(p: float) -> str:
     return "< 1e-300" if p < 1e-300 else f"= {p:.3g}"
 
 
@@ -255,10 +251,9 @@ def epochs_text(epochs: Any) -> str:
     caps = dict(epochs)
     rest = caps.pop("*", None)
     named = ", ".join(f"{name} {value}" for name, value in sorted(caps.items()))
-    if rest is not None and not named:
+    if not named:
         return str(rest)
-    return ("paper default, capped at " + named + (f", others {rest}" if rest else "")
-            if named else "paper default")
+    return "paper default, capped at " + named + (f", others {rest}" if rest else "")
 
 
 def repeats_text(data: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.benchmark_report import epochs_text, epochs_trained
+from training.benchmark_report import epochs_text, epochs_trained, p_text, pct
 
 BEGIN = re.compile(r"<!-- benchmark-results:(?P<reports>[^>]*)-->\n")
 END = "<!-- /benchmark-results -->"
@@ -45,14 +45,6 @@ def load(report: Path) -> dict[str, Any]:
     return summary
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}"
-
-
-def _p(p: float) -> str:
-    return "< 1e-300" if p < 1e-300 else f"= {p:.2g}"
-
-
 def _model_table(summary: dict[str, Any]) -> list[str]:
     names = summary["ranking"]
     models = summary["models"]
@@ -66,7 +58,7 @@ def _model_table(summary: dict[str, Any]) -> list[str]:
         cells = []
         for _, key in COLUMNS:
             value = entry["metrics"].get(key)
-            text = "-" if value is None else _pct(value)
+            text = "-" if value is None else pct(value)
             cells.append(f"**{text}**" if value is not None and value == best[key]
                          and key != "coverage@20" else text)
         latency = entry.get("latency") or {}
@@ -88,7 +80,7 @@ def _significance(summary: dict[str, Any]) -> str:
     low, high = result["ci95"]
     return (f"Best by {sig['by']}: **{sig['best']}**, ahead of {sig['runner_up']} by "
             f"{100 * result['mean_difference']:+.2f} points (paired bootstrap 95% CI "
-            f"{100 * low:+.2f}..{100 * high:+.2f}; Wilcoxon p {_p(result['wilcoxon']['p'])}; "
+            f"{100 * low:+.2f}..{100 * high:+.2f}; Wilcoxon p {p_text(result['wilcoxon']['p'])}; "
             f"{sig['n']:,} test targets).")
 
 
@@ -104,8 +96,8 @@ def _peers(summary: dict[str, Any]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for entry in rows:
         m = entry["metrics"]
-        lines.append(f"| {entry['model']} | {_pct(m['recall@5'])} | {_pct(m['mrr@5'])} | "
-                      f"{_pct(m['recall@20'])} | {_pct(m['mrr@20'])} | {entry['epochs']} | "
+        lines.append(f"| {entry['model']} | {pct(m['recall@5'])} | {pct(m['mrr@5'])} | "
+                      f"{pct(m['recall@20'])} | {pct(m['mrr@20'])} | {entry['epochs']} | "
                       f"{entry['seconds']:.0f} |")
     return lines
 
@@ -162,7 +154,7 @@ def guide(reports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
         counts = [n for n in ranking if _is_count(models[n])]
         neural = [n for n in ranking if not _is_count(models[n])]
         parts = [f"**{folder.name}**: {best} leads on {metric} "
-                 f"({_pct(models[best]['metrics'][metric])})"]
+                 f"({pct(models[best]['metrics'][metric])})"]
         if counts and neural:
             c, n = counts[0], neural[0]
             gap = models[n]["metrics"][metric] - models[c]["metrics"][metric]
@@ -180,7 +172,7 @@ def guide(reports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
                             "repeating"))
         widest = max(ranking, key=lambda n: models[n]["metrics"].get("coverage@20", 0.0))
         parts.append(f"widest catalogue coverage: {widest} "
-                     f"({_pct(models[widest]['metrics'].get('coverage@20', 0.0))}% of items "
+                     f"({pct(models[widest]['metrics'].get('coverage@20', 0.0))}% of items "
                      "in some top-20)")
         lines.append("- " + "; ".join(parts) + ".")
     lines += ["- Users with a history (HRNN protocol sections below): HRNN-Init where the "

@@ -102,7 +102,8 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(lines)
 
 
-def _pct(value: Any) -> str:
+def pct(value: Any) -> str:
+    """A fraction as a percentage with two decimals; "-" when missing."""
     return f"{100 * value:.2f}" if isinstance(value, int | float) else "-"
 
 
@@ -124,7 +125,7 @@ def write_report(metrics: dict[str, Any], run_dir: Path) -> Path:
         "",
         _markdown_table(
             ["K", "Recall", "MRR", "NDCG", "Precision", "Coverage", "Popularity"],
-            [[str(k), *(_pct(metrics.get(f"{name}@{k}")) for name in
+            [[str(k), *(pct(metrics.get(f"{name}@{k}")) for name in
                         ("recall", "mrr", "ndcg", "precision", "coverage", "popularity"))]
              for k in ks]),
     ]
@@ -135,7 +136,7 @@ def write_report(metrics: dict[str, Any], run_dir: Path) -> Path:
             continue
         header = [x_label, "n"] + [f"{n}@{k}" for k in ks for n in ("Recall", "MRR")]
         body = [[str(row["bucket"]), str(row["n"]),
-                 *(_pct(row[f"{n}@{k}"]) for k in ks for n in ("recall", "mrr"))]
+                 *(pct(row[f"{n}@{k}"]) for k in ks for n in ("recall", "mrr"))]
                 for row in rows]
         parts += ["", f"## {title.capitalize()}", "", _markdown_table(header, body)]
         if any(path.stem == stem for path in plots):
@@ -175,8 +176,8 @@ def compare_runs(runs: Sequence[Path], out: Path, title: str = "Model comparison
     k_top = shared[-1]
     header = ["model", *(f"{n}@{k}" for k in shared for n in ("Recall", "MRR")),
               f"Coverage@{k_top}", f"Popularity@{k_top}", "n"]
-    rows = [[name, *(_pct(m.get(f"{n}@{k}")) for k in shared for n in ("recall", "mrr")),
-             _pct(m.get(f"coverage@{k_top}")), _pct(m.get(f"popularity@{k_top}")), str(m["n"])]
+    rows = [[name, *(pct(m.get(f"{n}@{k}")) for k in shared for n in ("recall", "mrr")),
+             pct(m.get(f"coverage@{k_top}")), pct(m.get(f"popularity@{k_top}")), str(m["n"])]
             for name, (_, m) in zip(names, loaded, strict=True)]
     out = out if out.suffix == ".md" else out.with_name(out.name + ".md")
     out.parent.mkdir(parents=True, exist_ok=True)
