@@ -44,11 +44,14 @@ Output: CSV ``user_id,session_id,item_id,timestamp`` (read by ``nextclick prepar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from training.overrides import config_overrides
 
 #: readable cluster themes for the demo titles (cycled with a suffix beyond this list)
 THEMES = (
@@ -103,7 +106,7 @@ class SynthConfig:
         if self.sessions_per_user < 2 or self.mean_session_length < 2:
             raise ValueError("synth: sessions per user and mean session length must be >= 2")
         for name in ("interest_focus", "favourite_first", "p_successor", "p_favourite",
-                     "p_switch", "drift"):
+                     "p_switch", "drift", "p_resume", "p_revisit"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"synth: {name} must be a probability, got {value}")
@@ -337,6 +340,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="P(a session intent comes from the user's interests)")
     parser.add_argument("--drift", type=float, default=defaults.drift,
                         help="P(one interest replaced) before each session")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                        help="any other generator knob (a SynthConfig field, e.g. "
+                             "p_favourite=0.5, p_resume=0.8); repeatable")
     parser.add_argument("--no-items", action="store_true",
                         help="do not write the <out stem>.items.csv catalog")
     parser.set_defaults(func=run)
@@ -348,6 +354,8 @@ def run(args: argparse.Namespace) -> int:
                       mean_session_length=args.session_length,
                       interests_per_user=args.interests, interest_focus=args.interest_focus,
                       drift=args.drift, seed=args.seed)
+    # ValueErrors (unknown knob, bad value) reach the CLI's error line
+    cfg = dataclasses.replace(cfg, **config_overrides(SynthConfig, "synth", args.set))
     events, catalog = generate(cfg)
     items_path = write(events, None if args.no_items else catalog, args.out)
     n_sessions = events["session_id"].n_unique()

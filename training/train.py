@@ -42,6 +42,7 @@ from models.base import SessionModel
 from training.batching import make_batches, training_sessions
 from training.checkpoint import save_run
 from training.dataset import PreparedDataset
+from training.overrides import config_overrides
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "batch_size": 512, "learning_rate": 1e-3, "optimizer": "adam", "momentum": 0.0,
@@ -100,43 +101,7 @@ def seed_everything(seed: int) -> None:
 
 def parse_overrides(cls: type[SessionModel], pairs: list[str]) -> dict[str, Any]:
     """``key=value`` strings -> typed config overrides (type of the field's default)."""
-    fields = {field.name: field for field in dataclasses.fields(cls.config_class)}
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
-        if key not in fields:
-            raise ValueError(f"--set {key}: {cls.name} has no config field {key!r}; "
-                             f"known: {', '.join(sorted(fields))}")
-        field = fields[key]
-        default = (field.default if field.default is not dataclasses.MISSING
-                   else field.default_factory() if field.default_factory is not dataclasses.MISSING
-                   else None)
-        result[key] = _convert(key, raw.strip(), default)
-    return result
-
-
-def _convert(key: str, raw: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, tuple | list):
-            values = [item for item in raw.split(",") if item]
-            kind = type(default[0]) if default else int
-            return type(default)(kind(item) for item in values)
-        if default is None and raw.lower() == "none":
-            return None
-    except ValueError:
-        raise ValueError(f"--set {key}={raw}: expected a {type(default).__name__}") from None
-    return raw
+    return config_overrides(cls.config_class, cls.name, pairs)
 
 
 def _setting(model: SessionModel, name: str) -> Any:

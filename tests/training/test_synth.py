@@ -86,3 +86,27 @@ def test_cli_writes_a_log_that_prepare_reads(tmp_path: Path, seed: int,
     assert data.n_users == 120  # every user keeps >= 2 sessions
     assert data.stats["counts"]["test"]["sessions"] >= 100
     assert main(["synth", "--out", str(out), "--items", "20", "--clusters", "15"]) == 2
+
+
+def test_cli_set_reaches_every_generator_knob(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    small = ["--users", "60", "--items", "200", "--clusters", "10", "--seed", "2"]
+    plain, revisits = tmp_path / "plain.csv", tmp_path / "revisits.csv"
+    assert main(["synth", "--out", str(plain), *small, "--no-items"]) == 0
+    assert main(["synth", "--out", str(revisits), *small, "--no-items",
+                 "--set", "p_resume=1.0", "--set", "p_revisit=1.0"]) == 0
+    # every session after a user's first resumes the previous one and only revisits it
+    events = pl.read_csv(revisits)
+    sessions = events.group_by("session_id", maintain_order=True).agg(
+        pl.col("user_id").first(), pl.col("item_id"))
+    previous: dict[str, set[str]] = {}
+    for user, items in zip(sessions["user_id"], sessions["item_id"], strict=True):
+        if user in previous:
+            assert set(items) <= previous[user]
+        previous[user] = set(items)
+    assert not pl.read_csv(plain).equals(events)
+    capsys.readouterr()
+    assert main(["synth", "--out", str(plain), "--set", "p_resume=2"]) == 2
+    assert "p_resume" in capsys.readouterr().err
+    assert main(["synth", "--out", str(plain), "--set", "resume=0.5"]) == 2
+    assert "no config field 'resume'" in capsys.readouterr().err
