@@ -23,15 +23,17 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from training.dataset import PreparedDataset
+from training.metrics import metrics_from_ranks, rank_targets
 
 CUTOFF = 5
 
 
-def _pessimistic_hit(scores: np.ndarray, target: int) -> bool:
-    """Target in the top CUTOFF when every item scoring at least as high ranks first."""
-    return int((scores >= scores[target]).sum()) - 1 < CUTOFF
+def _rank(scores: np.ndarray, target: int) -> float:
+    """The evaluator's rank (pessimistic ties, padding column excluded)."""
+    return float(rank_targets(torch.from_numpy(scores[None]), torch.tensor([target]))[0])
 
 
 def main() -> int:
@@ -57,8 +59,8 @@ def main() -> int:
     for user, item in zip(users, items, strict=True):
         history[int(user)][int(item)] += 1
 
-    hits: dict[str, Counter[int]] = {"transitions": Counter(), "history": Counter()}
-    totals: Counter[int] = Counter()
+    ranks: dict[str, dict[int, list[float]]] = {"transitions": defaultdict(list),
+                                                "history": defaultdict(list)}
     for _, group in dataset.test.group_by("session", maintain_order=True):
         clicks = group["item"].to_numpy()
         user_clicks = history[int(group["user"][0])]
@@ -74,22 +76,22 @@ def main() -> int:
             scores = scores / max(scores.sum(), 1.0) + tie_break
             target = int(clicks[position])
             bucket = min(position, 3)
-            totals[bucket] += 1
-            hits["transitions"][bucket] += _pessimistic_hit(scores, target)
-            hits["history"][bucket] += _pessimistic_hit(
-                scores + args.history_weight * past, target)
+            ranks["transitions"][bucket].append(_rank(scores, target))
+            ranks["history"][bucket].append(_rank(scores + args.history_weight * past, target))
 
     print(f"{args.data}: Recall@{CUTOFF} (%) of two count models, "
           f"history weight {args.history_weight}")
+    def recall(model: str, buckets: list[int]) -> float:
+        pooled = [rank for bucket in buckets for rank in ranks[model][bucket]]
+        return 100 * metrics_from_ranks(pooled, [CUTOFF])[f"recall@{CUTOFF}"]
+
     print("position | targets | transitions | transitions + user history")
-    for bucket in sorted(totals):
-        label = f"{bucket}+" if bucket == 3 else str(bucket)
-        print(f"{label:>8} | {totals[bucket]:7d} | "
-              f"{100 * hits['transitions'][bucket] / totals[bucket]:11.2f} | "
-              f"{100 * hits['history'][bucket] / totals[bucket]:.2f}")
-    n = sum(totals.values())
-    print(f"{'all':>8} | {n:7d} | {100 * sum(hits['transitions'].values()) / n:11.2f} | "
-          f"{100 * sum(hits['history'].values()) / n:.2f}")
+    buckets = sorted(ranks["transitions"])
+    rows = [(f"{b}+" if b == 3 else str(b), [b]) for b in buckets] + [("all", buckets)]
+    for label, chosen in rows:
+        n = sum(len(ranks["transitions"][b]) for b in chosen)
+        print(f"{label:>8} | {n:7d} | {recall('transitions', chosen):11.2f} | "
+              f"{recall('history', chosen):.2f}")
     return 0
 
 
