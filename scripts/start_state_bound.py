@@ -45,12 +45,13 @@ class UserEmbeddingStart(HRNNInit):
         super().__init__(n_items, n_users, config)
         self.user_vectors = nn.Embedding(n_users + 1, config.user_hidden_size, padding_idx=0)
         nn.init.normal_(self.user_vectors.weight[1:], std=0.1)
+        self._session_carry: Tensor | None = None
 
     def loss(self, batch: Any) -> Tensor:
         steps: ParallelSteps = batch
         users: Tensor = batch.users
         rows, length = steps.items.shape
-        hidden = self._train_carry[0] if self._train_carry is not None else None
+        hidden = self._session_carry
         if hidden is None or hidden.shape[0] != rows:
             hidden = torch.zeros(rows, self.session_gru.state_size)
         losses = []
@@ -64,7 +65,7 @@ class UserEmbeddingStart(HRNNInit):
                                      self.config.loss, self.config.bpreg)
             if step_loss is not None:
                 losses.append(step_loss)
-        self._train_carry = (hidden.detach(), hidden.new_zeros(rows, 1))
+        self._session_carry = hidden.detach()
         return torch.stack(losses).mean() if losses else hidden.new_zeros(())
 
 
@@ -107,7 +108,6 @@ def train_bound(dataset: PreparedDataset, config: HRNNInitConfig, epochs: int,
     optimizer = build_optimizer(model)
     for epoch in range(epochs):
         model.train()
-        model._train_carry = None
         total, count = 0.0, 0
         for batch in user_parallel_batches(dataset, config.batch_size, config.bptt,
                                            seed=seed + epoch):
