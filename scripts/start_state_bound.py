@@ -69,7 +69,7 @@ class UserEmbeddingStart(HRNNInit):
         return torch.stack(losses).mean() if losses else hidden.new_zeros(())
 
 
-def test_ranks(model: UserEmbeddingStart, dataset: PreparedDataset,
+def score_test_sessions(model: UserEmbeddingStart, dataset: PreparedDataset,
                personalised: bool) -> tuple[np.ndarray, np.ndarray]:
     """Ranks and positions (1 = second click) of every test target."""
     test = dataset.test
@@ -138,7 +138,7 @@ def main() -> int:
     config = HRNNInitConfig(**config_overrides(HRNNInitConfig, "hrnn-init", args.set))
     model = train_bound(dataset, config, args.epochs, args.seed)
     with torch.no_grad():
-        results = {tag: test_ranks(model, dataset, tag == "user vector")
+        results = {tag: score_test_sessions(model, dataset, tag == "user vector")
                    for tag in ("user vector", "zero vector")}
     print(f"{args.data}: Recall@K (%) of one network, start state from the user's vector "
           "or from zero")

@@ -34,8 +34,8 @@ def test_zero_vector_ranks_are_the_evaluators_no_history_ranks(bound: ModuleType
     config = HRNNInitConfig(hidden_size=16, user_hidden_size=16, batch_size=4)
     model = bound.train_bound(dataset, config, epochs=2, seed=3, log=False)
     with torch.no_grad():
-        zero_ranks, zero_positions = bound.test_ranks(model, dataset, personalised=False)
-        user_ranks, user_positions = bound.test_ranks(model, dataset, personalised=True)
+        zero_ranks, zero_positions = bound.score_test_sessions(model, dataset, personalised=False)
+        user_ranks, user_positions = bound.score_test_sessions(model, dataset, personalised=True)
     # the script's own scoring loop sees the same targets and ranks as `nextclick evaluate`
     reference = rank_cases(model, dataset, progress=False, ignore_history=True)
     expected = sorted(zip(reference.position.tolist(), reference.rank.tolist(), strict=True))
