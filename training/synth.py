@@ -24,6 +24,10 @@ Generative story (deterministic for a seed, numpy ``Generator``):
   cluster; later clicks follow a successor, revisit a favourite, or pick by taste. Only
   the user's history reveals the favourites, the taste, the interests and what a resumed
   session returns to.
+* **Routine sessions** (off by default, ``p_routine``): a session is, with this
+  probability, a routine visit where every click is one of the user's favourites of any
+  interest cluster (re-consumption, as in the XING and video logs of the HRNN paper). The
+  README's HRNN section measures what HRNN-Init makes of them.
 * **Lengths and times**: session length 2 + geometric (mean ~6.5), clicks 10 s - 5 min
   apart, sessions hours to days apart (always more than 30 min, so idle-gap
   sessionization reproduces them), in seconds since the epoch.
@@ -91,6 +95,8 @@ class SynthConfig:
     p_resume: float = 0.35              # P(a session resumes the previous one: same topic,
     p_revisit: float = 0.5              # ... revisiting its items with this P per click)
     p_switch: float = 0.2               # P(switch to the next intent) per click
+    p_routine: float = 0.0              # P(a session is a routine visit to the user's
+                                        # favourites of all their interests)
     drift: float = 0.05                 # P(one interest cluster replaced) per session
     start_time: float = 1_700_000_000.0
     seed: int = 0
@@ -106,7 +112,7 @@ class SynthConfig:
         if self.sessions_per_user < 2 or self.mean_session_length < 2:
             raise ValueError("synth: sessions per user and mean session length must be >= 2")
         for name in ("interest_focus", "favourite_first", "p_successor", "p_favourite",
-                     "p_switch", "drift", "p_resume", "p_revisit"):
+                     "p_switch", "drift", "p_resume", "p_revisit", "p_routine"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"synth: {name} must be a probability, got {value}")
@@ -183,9 +189,13 @@ def generate(cfg: SynthConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
                     interests[slot] = new
                     favourites[new] = _favourites(cat, new, cfg, rng)
                 taste = _unit(taste + 0.3 * rng.standard_normal(cfg.taste_dim))
-            resumed = previous if previous and rng.random() < cfg.p_resume else None
-            clicks = _session(cfg, cat, rng, interests, interest_weights, favourites, taste,
-                              resumed)
+            # no draw at p_routine = 0, so the default log stays what it was before the knob
+            if cfg.p_routine > 0 and rng.random() < cfg.p_routine:
+                clicks = _routine_session(cfg, rng, interests, interest_weights, favourites)
+            else:
+                resumed = previous if previous and rng.random() < cfg.p_resume else None
+                clicks = _session(cfg, cat, rng, interests, interest_weights, favourites,
+                                  taste, resumed)
             previous = clicks
             for item in clicks:
                 users.append(user)
@@ -235,11 +245,16 @@ def _tasteful(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, cluster:
     return int(rng.choice(items, p=weights / weights.sum()))
 
 
+def _session_length(cfg: SynthConfig, rng: np.random.Generator) -> int:
+    """2 + geometric clicks (mean ``mean_session_length``), capped."""
+    p_geometric = 1.0 / (cfg.mean_session_length - 1.0)
+    return min(cfg.max_session_length, 1 + int(rng.geometric(p_geometric)))
+
+
 def _session(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, interests: np.ndarray,
              interest_weights: np.ndarray, favourites: dict[int, np.ndarray],
              taste: np.ndarray, resumed: list[int] | None = None) -> list[int]:
-    p_geometric = 1.0 / (cfg.mean_session_length - 1.0)
-    length = min(cfg.max_session_length, 1 + int(rng.geometric(p_geometric)))
+    length = _session_length(cfg, rng)
     n_intents = int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
     intents = [
         int(rng.choice(interests, p=interest_weights)) if rng.random() < cfg.interest_focus
@@ -274,6 +289,16 @@ def _session(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, interests
                 item = _tasteful(cfg, cat, rng, cluster, taste)
         clicks.append(item)
     return clicks
+
+
+def _routine_session(cfg: SynthConfig, rng: np.random.Generator, interests: np.ndarray,
+                     interest_weights: np.ndarray,
+                     favourites: dict[int, np.ndarray]) -> list[int]:
+    """A routine visit: every click is one of the user's favourites, from any interest
+    (weighted like the interests), so only the user's history tells which items come."""
+    length = _session_length(cfg, rng)
+    clusters = rng.choice(interests, size=length, p=interest_weights)
+    return [int(rng.choice(favourites[int(c)])) for c in clusters]
 
 
 def _open_intent(cfg: SynthConfig, cat: Catalog, rng: np.random.Generator, cluster: int,

@@ -3,6 +3,7 @@ predictive of the next session's first clicks."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -110,3 +111,18 @@ def test_cli_set_reaches_every_generator_knob(tmp_path: Path,
     assert "p_resume" in capsys.readouterr().err
     assert main(["synth", "--out", str(plain), "--set", "resume=0.5"]) == 2
     assert "no config field 'resume'" in capsys.readouterr().err
+
+
+def test_routine_sessions_only_revisit_the_users_favourites() -> None:
+    """With p_routine = 1 and no drift every session of a user draws from the same few
+    favourites (3 interests x 3 favourites); without routine sessions users roam."""
+    config = SynthConfig(seed=4, drift=0.0, **SMALL)
+    routine, _ = generate(dataclasses.replace(config, p_routine=1.0))
+    plain, _ = generate(config)
+    limit = config.interests_per_user * config.favourites_per_cluster
+    distinct = routine.group_by("user_id").agg(pl.col("item_id").n_unique())["item_id"]
+    assert distinct.max() <= limit  # type: ignore[operator]
+    plain_distinct = plain.group_by("user_id").agg(pl.col("item_id").n_unique())["item_id"]
+    assert plain_distinct.mean() > 2 * limit  # type: ignore[operator]
+    with pytest.raises(ValueError, match="p_routine"):
+        generate(dataclasses.replace(config, p_routine=1.5))
