@@ -26,8 +26,8 @@ Generative story (deterministic for a seed, numpy ``Generator``):
   session returns to.
 * **Routine sessions** (off by default, ``p_routine``): a session is, with this
   probability, a routine visit where every click is one of the user's favourites of any
-  interest cluster (re-consumption, as in the XING and video logs of the HRNN paper). The
-  README's HRNN section measures what HRNN-Init makes of them.
+  interest cluster (re-consumption, as in the XING and video logs of the HRNN paper).
+  ``docs/hrnn-synthetic.md`` measures what HRNN-Init makes of them.
 * **Lengths and times**: session length 2 + geometric (mean ~6.5), clicks 10 s - 5 min
   apart, sessions hours to days apart (always more than 30 min, so idle-gap
   sessionization reproduces them), in seconds since the epoch.
