@@ -143,6 +143,15 @@ class SessionModel(nn.Module):
                 f"{self.name} is fitted with fit_counts, not by gradient descent")
         raise NotImplementedError
 
+    def training_step(self, batch: Any, carry: Any = None) -> tuple[Tensor, Any]:
+        """Loss over one batch and what to carry into the next batch of the same epoch.
+
+        The parallel batchings play each row's sessions across consecutive batches, so
+        recurrent models carry their (detached) hidden states from one chunk to the next;
+        the training loop owns that carry and passes ``None`` at the start of an epoch.
+        Stateless models (the default) carry nothing."""
+        return self.loss(batch), None
+
     def fit_counts(self, sessions: list[list[int]]) -> None:
         """Non-neural models (``batching == "counts"``) fit from training sessions."""
         raise NotImplementedError

@@ -38,8 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
-from models.gru_cell import LOSSES, ParallelSteps, StackedGRU, ranking_loss
+from models.batches import ParallelSteps
+from models.ranking_losses import LOSSES, ranking_loss
 from models.registry import register
+from models.stacked_gru import StackedGRU
 
 
 @dataclass
@@ -92,7 +94,6 @@ class GRU4Rec(SessionModel):
         self.output_weight = nn.Parameter(torch.empty(n_items + 1, cfg.hidden_size))  # [N+1, H]
         self.output_bias = nn.Parameter(torch.zeros(n_items + 1))                    # [N+1]
         init_uniform_(self)
-        self._train_carry: Tensor | None = None
 
     # ---- state --------------------------------------------------------------------
     def state_spec(self) -> list[StateSpec]:
@@ -120,15 +121,18 @@ class GRU4Rec(SessionModel):
         return self.mask_padding(scores.flatten(0, 1)).view_as(scores)
 
     def loss(self, batch: Any) -> Tensor:
-        """Mean ranking loss over a session-parallel chunk (``ParallelSteps``).
+        """Mean ranking loss over a session-parallel chunk, from zero hidden states."""
+        return self.training_step(batch)[0]
 
-        The hidden state of every row is carried from the previous chunk of the same
-        epoch (detached: truncated BPTT) in ``_train_carry``; rows whose session starts
-        at a step are reset to zeros there, so the first chunk of an epoch (all rows
-        starting) needs no explicit reset."""
+    def training_step(self, batch: Any, carry: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """Mean ranking loss over a session-parallel chunk (``ParallelSteps``) and the
+        rows' hidden states after it, detached (truncated BPTT), to ``carry`` into the
+        next chunk of the epoch. Rows whose session starts at a step are reset to zeros
+        there, so the first chunk of an epoch (all rows starting) needs no carry."""
         steps: ParallelSteps = batch
         rows, length = steps.items.shape
-        hidden = self._train_carry
+        hidden = carry
         if hidden is None or hidden.shape[0] != rows or hidden.device != steps.items.device:
             hidden = torch.zeros(rows, self.gru.state_size, device=steps.items.device)
         losses = []
@@ -141,7 +145,6 @@ class GRU4Rec(SessionModel):
                                      self.config.loss, self.config.bpreg)
             if step_loss is not None:
                 losses.append(step_loss)
-        self._train_carry = hidden.detach()
         if not losses:  # no step had enough targets: nothing to learn from this chunk
-            return torch.zeros((), device=steps.items.device)
-        return torch.stack(losses).mean()
+            return torch.zeros((), device=steps.items.device), hidden.detach()
+        return torch.stack(losses).mean(), hidden.detach()

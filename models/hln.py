@@ -39,8 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from models.base import ModelConfig
-from models.gru_cell import gru_cell
 from models.registry import register
+from models.stacked_gru import gru_cell
 from models.window import WindowModel
 
 

@@ -51,9 +51,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
+from models.batches import ParallelSteps
 from models.gru4rec import init_uniform_
-from models.gru_cell import LOSSES, ParallelSteps, StackedGRU, ranking_loss
+from models.ranking_losses import LOSSES, ranking_loss
 from models.registry import register
+from models.stacked_gru import StackedGRU
 
 VARIANTS = ("init", "all")
 
@@ -136,7 +138,6 @@ class HRNN(SessionModel):
         self.output_weight = nn.Parameter(torch.empty(n_items + 1, cfg.hidden_size))
         self.output_bias = nn.Parameter(torch.zeros(n_items + 1))
         init_uniform_(self)
-        self._train_carry: tuple[Tensor, Tensor] | None = None
 
     # ---- state --------------------------------------------------------------------
     def state_spec(self) -> list[StateSpec]:
@@ -206,12 +207,16 @@ class HRNN(SessionModel):
         return self.mask_padding(scores.flatten(0, 1)).view_as(scores)
 
     def loss(self, batch: Any) -> Tensor:
-        """Mean ranking loss over a user-parallel chunk (``ParallelSteps``); session and
-        user states of each row are carried (detached) from the previous chunk."""
+        """Mean ranking loss over a user-parallel chunk, from zero states."""
+        return self.training_step(batch)[0]
+
+    def training_step(self, batch: Any, carry: tuple[Tensor, Tensor] | None = None
+                      ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Mean ranking loss over a user-parallel chunk (``ParallelSteps``) and each row's
+        (session hidden, user hidden) after it, detached, to carry into the next chunk."""
         steps: ParallelSteps = batch
         rows, length = steps.items.shape
         device = steps.items.device
-        carry = self._train_carry
         if carry is None or carry[0].shape[0] != rows or carry[0].device != device:
             carry = (torch.zeros(rows, self.session_gru.state_size, device=device),
                      torch.zeros(rows, self.config.user_hidden_size, device=device))
@@ -236,10 +241,10 @@ class HRNN(SessionModel):
                                      self.config.loss, self.config.bpreg)
             if step_loss is not None:
                 losses.append(step_loss)
-        self._train_carry = (hidden.detach(), user_hidden.detach())
+        carried = (hidden.detach(), user_hidden.detach())
         if not losses:
-            return torch.zeros((), device=device)
-        return torch.stack(losses).mean()
+            return torch.zeros((), device=device), carried
+        return torch.stack(losses).mean(), carried
 
 
 @register

@@ -37,7 +37,8 @@ import torch
 from torch import Tensor
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
-from models.knn_util import cooccurrence, popularity_fallback, session_item_pairs, top_per_row
+from models.neighbours import cooccurrence, session_item_pairs, top_per_row
+from models.popularity import popularity_fallback
 from models.registry import register
 
 

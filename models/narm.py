@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig
-from models.gru_cell import StackedGRU
 from models.registry import register
+from models.stacked_gru import StackedGRU
 from models.window import WindowModel, masked_softmax
 
 ENCODERS = ("hybrid", "global", "local")

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
+from models.popularity import click_counts, rank_values
 from models.registry import register
 
 
@@ -48,23 +49,11 @@ class Pop(SessionModel):
         return [StateSpec("clicks", (1,), "int64", "session")]
 
     def fit_counts(self, sessions: list[list[int]]) -> None:
-        """Count clicks of items 1..n_items; other indices are a caller bug."""
-        counts = torch.zeros(self.n_items + 1, dtype=torch.float64)
-        for position, session in enumerate(sessions):
-            if not session:
-                continue
-            items = torch.as_tensor(session, dtype=torch.int64)
-            if int(items.min()) < 1 or int(items.max()) > self.n_items:
-                raise ValueError(f"pop: session {position} has an item outside 1..{self.n_items}")
-            counts += torch.bincount(items, minlength=self.n_items + 1).to(torch.float64)
-        counts[0] = 0.0
-        # order: most clicks first, then lower index first (stable sort on index order)
-        order = torch.sort(-counts[1:], stable=True).indices + 1                   # [N]
-        ranks = torch.empty(self.n_items + 1, dtype=torch.float64)
-        ranks[order] = torch.arange(self.n_items, 0, -1, dtype=torch.float64)
-        ranks[0] = 0.0
+        """Count clicks of items 1..n_items (``models.popularity``); other indices are a
+        caller bug."""
+        counts = click_counts(sessions, self.n_items, self.name)                  # [N+1]
         self.counts.copy_(counts.to(torch.float32))
-        self.rank_scores.copy_(ranks.to(torch.float32))
+        self.rank_scores.copy_(rank_values(counts))
 
     def advance(self, item: Tensor, state: State) -> State:
         clicks = state["clicks"]                                                   # [B, 1]

@@ -41,7 +41,8 @@ import torch
 from torch import Tensor
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
-from models.knn_util import popularity_fallback, session_item_pairs, top_per_row
+from models.neighbours import session_item_pairs, top_per_row
+from models.popularity import popularity_fallback
 from models.registry import register
 from models.window import shift_in
 

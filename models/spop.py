@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
-from models.knn_util import popularity_ranks
+from models.popularity import popularity_ranks
 from models.registry import register
 from models.window import shift_in
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import ModelConfig, SessionModel, State, StateSpec
+from models.batches import UserSteps
 
 
 @dataclass
@@ -68,7 +69,6 @@ class UserSequenceModel(SessionModel):
         # row 0: the learned default intrinsic embedding of unknown users
         self.user_embedding = nn.Embedding(n_users + 1, dim)                       # [U+1, D]
         nn.init.normal_(self.user_embedding.weight, std=0.1)
-        self._train_carry: State | None = None
 
     # ---- to implement ---------------------------------------------------------------
     def memory_spec(self) -> list[StateSpec]:
@@ -143,14 +143,20 @@ class UserSequenceModel(SessionModel):
         return [self.user_embedding(users)]
 
     def loss(self, batch: Any) -> Tensor:
-        """Eq. 5 (or BPR) averaged over the events of a user-sequence chunk."""
-        items: Tensor = batch.items                                                # [B, T]
-        users: Tensor = batch.users                                                # [B, T]
-        user_start: Tensor = batch.user_start                                      # [B, T]
+        """Eq. 5 (or BPR) averaged over the events of a user-sequence chunk, from empty
+        memories."""
+        return self.training_step(batch)[0]
+
+    def training_step(self, batch: Any, carry: State | None = None
+                      ) -> tuple[Tensor, State]:
+        """Eq. 5 (or BPR) averaged over the events of a user-sequence chunk
+        (``UserSteps``) and each row's memory after it, detached, to carry into the next
+        chunk of the epoch."""
+        steps: UserSteps = batch
+        items, users, user_start = steps.items, steps.users, steps.user_start     # [B, T]
         rows, length = items.shape
         device = items.device
         fresh = {s.name: s.zeros(rows, device) for s in self.memory_spec()}
-        carry = self._train_carry
         if carry is None or any(value.shape[0] != rows for value in carry.values()):
             carry = fresh
         memory = carry
@@ -180,7 +186,7 @@ class UserSequenceModel(SessionModel):
                 total = total + (per_row * live).sum()
                 count += int(live.sum())
             memory = self.write(positive, memory)
-        self._train_carry = {name: value.detach() for name, value in memory.items()}
+        carried = {name: value.detach() for name, value in memory.items()}
         if count == 0:
-            return torch.zeros((), device=device)
-        return total / count
+            return torch.zeros((), device=device), carried
+        return total / count, carried

@@ -225,10 +225,11 @@ def _train(model_name: str, dataset: PreparedDataset, run_dir: str | Path, *,
         model.train()
         started = time.perf_counter()
         total, count = 0.0, 0
+        carry = None  # recurrent models' per-row state between the chunks of this epoch
         bar = tqdm(batches, total=len(batches), desc=f"{model.name} epoch {epoch}/{n_epochs}",
                    disable=not progress, leave=False, file=sys.stderr)
         for index, batch in enumerate(bar):
-            loss = model.loss(batch.to(device))
+            loss, carry = model.training_step(batch.to(device), carry)
             if not loss.requires_grad:  # chunk without usable targets
                 continue
             if not torch.isfinite(loss):

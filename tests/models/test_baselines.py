@@ -195,7 +195,7 @@ def test_sknn_eager_shortcut_equals_the_exported_path(monkeypatch: pytest.Monkey
 
 
 def test_popularity_helpers_equal_pop() -> None:
-    from models.knn_util import popularity_fallback, popularity_ranks
+    from models.popularity import popularity_fallback, popularity_ranks
 
     rng = random.Random(4)
     sessions = [[rng.randint(1, 9) for _ in range(rng.randint(1, 5))] for _ in range(30)]

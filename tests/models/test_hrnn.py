@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from models import registry
-from models.gru_cell import gru_cell
 from models.hrnn import HRNN
+from models.stacked_gru import gru_cell
 from training.batching import ParallelBatch
 
 N_ITEMS = 10
@@ -141,9 +141,7 @@ def test_training_path_follows_the_serving_equations() -> None:
         batch = ParallelBatch(items=items, targets=torch.tensor([[2, 3, 0, 5, 0]]),
                               session_start=torch.tensor([[True, False, False, True, False]]),
                               user_start=torch.tensor([[True, False, False, False, False]]))
-        model.loss(batch)
-        assert model._train_carry is not None
-        carried_hidden, carried_user = model._train_carry
+        _, (carried_hidden, carried_user) = model.training_step(batch)
         assert not carried_hidden.requires_grad and not carried_user.requires_grad
 
         user = model.init_user_state(1)

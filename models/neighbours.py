@@ -1,4 +1,4 @@
-"""Fitting helpers shared by the neighbourhood baselines (``iknn``, ``sknn``): distinct
+"""Neighbourhood fitting shared by the kNN baselines (``iknn``, ``sknn``): distinct
 session-item pairs, sparse item co-occurrence counts, and "top-N per row" of a sparse
 matrix as dense index/value buffers (what the ONNX score graphs gather from).
 
@@ -37,24 +37,6 @@ def session_item_pairs(sessions: list[list[int]], n_items: int, model: str
     offsets = torch.zeros(n_sessions + 1, dtype=torch.int64)
     offsets[1:] = torch.cumsum(torch.bincount(session, minlength=n_sessions), 0)
     return session, item, offsets
-
-
-def popularity_fallback(sessions: list[list[int]], n_items: int) -> Tensor:
-    """``r(i) / (N + 2) - 1`` per item (float32 [N+1], in (-1, 0)): the popularity rank
-    value r of ``pop`` (N = most clicked, ties by lower index), squeezed below every
-    positive score so that items without a neighbour score are ranked by popularity."""
-    return popularity_ranks(sessions, n_items) / (n_items + 2) - 1.0
-
-
-def popularity_ranks(sessions: list[list[int]], n_items: int) -> Tensor:
-    """``pop``'s rank value per item, float32 [N+1] (index 0 -> 0), in one bincount."""
-    flat = torch.tensor([i for s in sessions for i in s], dtype=torch.int64)
-    counts = torch.bincount(flat, minlength=n_items + 1)[: n_items + 1].to(torch.float64)
-    counts[0] = 0.0
-    order = torch.sort(-counts[1:], stable=True).indices + 1                     # [N]
-    ranks = torch.zeros(n_items + 1, dtype=torch.float64)
-    ranks[order] = torch.arange(n_items, 0, -1, dtype=torch.float64)
-    return ranks.to(torch.float32)
 
 
 def cooccurrence(item: Tensor, offsets: Tensor, n_items: int) -> tuple[Tensor, Tensor, Tensor]:
