@@ -19,32 +19,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from bundle import StateSpec  # the manifest's state tensor spec (torch-free)
+
+__all__ = ["ModelConfig", "SessionModel", "State", "StateSpec", "spec_zeros"]
+
 State = dict[str, Tensor]
-Scope = Literal["session", "user"]
 
 
-@dataclass(frozen=True)
-class StateSpec:
-    """One named state tensor: what the exporter writes into the manifest and the
-    service stores in Redis (as raw little-endian bytes)."""
-
-    name: str
-    shape: tuple[int, ...]  # without the batch dimension
-    dtype: Literal["float32", "int64"]
-    scope: Scope
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "scope": self.scope}
-
-    def zeros(self, batch_size: int, device: torch.device | None = None) -> Tensor:
-        dtype = torch.float32 if self.dtype == "float32" else torch.int64
-        return torch.zeros((batch_size, *self.shape), dtype=dtype, device=device)
+def spec_zeros(spec: StateSpec, batch_size: int, device: torch.device | None = None) -> Tensor:
+    """A zero state tensor for ``spec``: [batch_size, *spec.shape]."""
+    dtype = torch.float32 if spec.dtype == "float32" else torch.int64
+    return torch.zeros((batch_size, *spec.shape), dtype=dtype, device=device)
 
 
 @dataclass
@@ -85,7 +75,7 @@ class SessionModel(nn.Module):
 
     def init_user_state(self, batch_size: int) -> State:
         device = self._device()
-        return {s.name: s.zeros(batch_size, device) for s in self.user_spec()}
+        return {s.name: spec_zeros(s, batch_size, device) for s in self.user_spec()}
 
     def user_state_for(self, users: Tensor) -> State:
         """Initial user state of dataset users (users [B] int64 indices, 0 = unknown),
@@ -97,7 +87,7 @@ class SessionModel(nn.Module):
         """Session state at the start of a session. Models without user state ignore
         ``user_state`` (it is then an empty dict) and return zeros."""
         device = self._device()
-        return {s.name: s.zeros(batch_size, device) for s in self.session_spec()}
+        return {s.name: spec_zeros(s, batch_size, device) for s in self.session_spec()}
 
     # ---- serving --------------------------------------------------------------------
     def advance(self, item: Tensor, state: State) -> State:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 
 class ParallelSteps(Protocol):
-    """What session-/user-parallel training batches provide (``training.batching``).
+    """What session-/user-parallel training batches provide (``training.fit.batching``).
 
     Every tensor is [B, T]: B parallel rows, T consecutive steps. Row b at step t feeds
     ``items[b, t]`` and is trained to predict ``targets[b, t]`` (0 = no target). Rows

@@ -22,7 +22,7 @@ Deviations from the paper:
   over the in-batch targets only); TOP1 / BPR-max use in-batch negatives as in the paper,
   without the extra popularity-sampled negatives of GRU4Rec v2.
 - The diagonal (j = i) is excluded from TOP1's mean instead of being subtracted afterwards.
-- Backpropagation is truncated at batch boundaries (``training.batching`` yields chunks of
+- Backpropagation is truncated at batch boundaries (``training.fit.batching`` yields chunks of
   ``bptt`` steps, default 1 = the reference code) and the carried state is detached.
 - ``score`` returns the output logits; the tanh final activation used with TOP1 is
   monotone, so rankings are identical.
@@ -53,7 +53,7 @@ class GRU4RecConfig(ModelConfig):
     dropout_embedding: float = 0.0
     loss: str = "top1"              # "top1" | "bpr-max" | "ce"
     bpreg: float = 1.0              # BPR-max score regularisation
-    # training (read by training.train)
+    # training (read by training.fit.loop)
     batch_size: int = 50
     bptt: int = 1                   # steps per optimiser update
     optimizer: str = "adagrad"

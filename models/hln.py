@@ -51,7 +51,7 @@ class HlnConfig(ModelConfig):
     passes: int = 3                 # L, reads of the session by the Preference Manager
     tau: float = 1.0                # Gumbel temperature (training only)
     max_length: int = 19            # window W
-    # training (read by training.train)
+    # training (read by training.fit.loop)
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 1e-3

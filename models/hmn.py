@@ -53,7 +53,7 @@ class HmnConfig(ModelConfig):
     embedding_dim: int = 30        # d (= k, filters per block)
     blocks: int = 4                # convolutional blocks = scales
     max_length: int = 19           # window W
-    # training (read by training.train)
+    # training (read by training.fit.loop)
     batch_size: int = 512
     optimizer: str = "adam"
     learning_rate: float = 1e-3

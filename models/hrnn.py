@@ -73,7 +73,7 @@ class HRNNConfig(ModelConfig):
     dropout_init: float = 0.0
     loss: str = "top1"
     bpreg: float = 1.0
-    # training (read by training.train)
+    # training (read by training.fit.loop)
     batch_size: int = 50
     bptt: int = 1
     optimizer: str = "adagrad"

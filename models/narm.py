@@ -54,7 +54,7 @@ class NarmConfig(ModelConfig):
     dropout_context: float = 0.5      # GRU -> bilinear decoder (on c_t)
     encoder: str = "hybrid"           # "hybrid" | "global" | "local" (Table 4 ablation)
     max_length: int = 19              # window W: clicks the network reads
-    # training (read by training.train)
+    # training (read by training.fit.loop)
     batch_size: int = 512
     optimizer: str = "adam"
     learning_rate: float = 1e-3

@@ -18,7 +18,7 @@ the serving interface of ``models.base`` like this:
   external id and starts from zeros, i.e. from the default embedding.
 
 Training (``batching = "user-sequence"``): a row plays one user's training events in time
-order (``training.batching``); at every event the model scores the clicked item and one
+order (``training.fit.batching``); at every event the model scores the clicked item and one
 uniformly sampled negative from the memory *before* the event, then writes the event.
 Memory is carried between chunks (detached) and reset when a new user takes the row.
 The default embedding is trained by replacing a row's user id with 0 with probability
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.base import ModelConfig, SessionModel, State, StateSpec
+from models.base import ModelConfig, SessionModel, State, StateSpec, spec_zeros
 from models.batches import UserSteps
 
 
@@ -46,7 +46,7 @@ class UserSequenceConfig(ModelConfig):
     embedding_size: int = 50        # D
     l2: float = 1e-5                # λ
     unknown_user_rate: float = 0.05  # user dropout that trains the default p*
-    # training (read by training.train)
+    # training (read by training.fit.loop)
     batch_size: int = 32            # user rows (training settings: ours, see README)
     bptt: int = 10                  # events per update
     optimizer: str = "adam"
@@ -107,7 +107,7 @@ class UserSequenceModel(SessionModel):
     def start_session(self, user_state: State, batch_size: int) -> State:
         names = [s.name for s in self.memory_spec()]
         if "user_intrinsic" not in user_state:  # anonymous session
-            state = {s.name: s.zeros(batch_size, self._device()) for s in self.memory_spec()}
+            state = {s.name: spec_zeros(s, batch_size, self._device()) for s in self.memory_spec()}
             state["intrinsic"] = self.default_intrinsic(batch_size).clone()
             return state
         known = user_state["user_known"] != 0                                      # [B, 1]
@@ -156,7 +156,7 @@ class UserSequenceModel(SessionModel):
         items, users, user_start = steps.items, steps.users, steps.user_start     # [B, T]
         rows, length = items.shape
         device = items.device
-        fresh = {s.name: s.zeros(rows, device) for s in self.memory_spec()}
+        fresh = {s.name: spec_zeros(s, rows, device) for s in self.memory_spec()}
         if carry is None or any(value.shape[0] != rows for value in carry.values()):
             carry = fresh
         memory = carry

@@ -55,7 +55,7 @@ def init_item_table_(embedding: torch.nn.Embedding) -> None:
     sqrt(2 / N)), padding row 0. With torch's N(0, 1) default every random item vector is
     long and nearly orthogonal to the others, so from the first updates a window model
     scores the session's own items far above the rest and learns little else (HMN,
-    ``scripts/init_compare.py --model hmn``: 0.65 vs 4.97 Recall@20 on retailrocket-users)."""
+    ``experiments/init_compare.py --model hmn``: 0.65 vs 4.97 Recall@20 on retailrocket-users)."""
     with torch.no_grad():
         torch.nn.init.xavier_normal_(embedding.weight)
         embedding.weight[0].zero_()

@@ -107,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from service.engine import Engine, EngineError
+        from bundle import BundleError
+        from service.engine import Engine
 
         embedded: EmbeddedRedis | None = None
         url = settings.redis_url
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 engine = await asyncio.to_thread(
                     Engine, settings.artifacts_dir, settings.providers, settings.default_model,
                     settings.intra_op_threads)
-            except EngineError as exc:
+            except BundleError as exc:
                 raise RuntimeError(f"cannot load models: {exc}. Train and export one first "
                                    f"(`make run`, or `nextclick export`)") from None
             store = StateStore.from_url(url, settings)

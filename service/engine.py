@@ -1,12 +1,12 @@
 """The serving engine: exported ONNX bundles run on ONNX Runtime (numpy + onnxruntime only,
 never torch).
 
-A bundle (``artifacts/<model>/<version>/``, written by ``training.export``) holds up to four
-graphs — ``start`` (user state -> session state), ``advance`` (one click), ``score`` (TopK
-inside) and ``end`` (session + user state -> user state) — plus the item vocabulary, a
-popularity fallback and a manifest declaring the state tensors. The engine is generic over
-that manifest: the service stores whatever state tensors a model declares as raw bytes in
-Redis and never needs model-specific code.
+A bundle (``artifacts/<model>/<version>/``, written by ``training.export``; its contract is
+``bundle``) holds up to four graphs — ``start`` (user state -> session state), ``advance``
+(one click), ``score`` (TopK inside) and ``end`` (session + user state -> user state) —
+plus the item vocabulary, a popularity fallback and a manifest declaring the state
+tensors. The engine is generic over that manifest: the service stores whatever state
+tensors a model declares as raw bytes in Redis and never needs model-specific code.
 
 All methods are synchronous and thread-safe (``InferenceSession.run`` is), so the service
 calls them from a thread pool. States are ``dict[name, ndarray]`` with batch dimension 1.
@@ -14,48 +14,40 @@ calls them from a thread pool. States are ``dict[name, ndarray]`` with batch dim
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from bundle import (
+    ITEMS_FILE,
+    MANIFEST_FILE,
+    POPULAR_FILE,
+    BundleError,
+    GraphSpec,
+    Manifest,
+    StateSpec,
+    next_name,
+    read_items,
+    read_popular,
+    verify_files,
+)
+
 logger = logging.getLogger(__name__)
 
 State = dict[str, np.ndarray]
 
-SUPPORTED_FORMAT_VERSIONS = (1,)
 #: Default model when several are deployed and none is configured: the most personalised.
 DEFAULT_PREFERENCE = ("hrnn-init", "hrnn-all", "gru4rec", "pop")
 _DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
-_GRAPH_ROLES = ("start", "advance", "score", "end")
 
 
-class EngineError(Exception):
-    """A bundle or the engine configuration is unusable; the message names the file and
-    what is wrong with it."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One state tensor as declared in the manifest (shape without the batch dimension)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-    def zeros(self) -> np.ndarray:
-        return np.zeros((1, *self.shape), dtype=self.dtype)
+def _zeros(spec: StateSpec) -> np.ndarray:
+    return np.zeros((1, *spec.shape), dtype=_DTYPES[spec.dtype])
 
 
 def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
@@ -88,51 +80,23 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     return chosen
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file (the manifest records one per bundle file)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _parse_specs(manifest_path: Path, raw: Any, scope: str) -> list[TensorSpec]:
-    if not isinstance(raw, list):
-        raise EngineError(f"{manifest_path}: state.{scope} must be a list")
-    specs: list[TensorSpec] = []
-    for position, entry in enumerate(raw):
-        where = f"{manifest_path}: state.{scope}[{position}]"
-        if not isinstance(entry, dict):
-            raise EngineError(f"{where} must be an object")
-        name, shape, dtype = entry.get("name"), entry.get("shape"), entry.get("dtype")
-        if not isinstance(name, str) or not name:
-            raise EngineError(f"{where}.name must be a non-empty string")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise EngineError(f"{where}.shape must be a list of positive integers")
-        if dtype not in _DTYPES:
-            raise EngineError(f"{where}.dtype {dtype!r} is not one of {sorted(_DTYPES)}")
-        specs.append(TensorSpec(name, tuple(shape), _DTYPES[dtype]))
-    return specs
-
-
 class _Graph:
     """One ONNX Runtime session plus the names it takes and gives, from the manifest."""
 
-    def __init__(self, path: Path, declared: dict[str, Any], options: ort.SessionOptions,
+    def __init__(self, path: Path, declared: GraphSpec, options: ort.SessionOptions,
                  providers: list[str]):
         self.path = path
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for corrupt files
-            raise EngineError(f"{path}: cannot be loaded by ONNX Runtime: "
+            raise BundleError(f"{path}: cannot be loaded by ONNX Runtime: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                               ) from exc
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
-        manifest_inputs = declared.get("inputs", self.inputs)
+        manifest_inputs = declared.inputs or self.inputs
         if sorted(manifest_inputs) != sorted(self.inputs):
-            raise EngineError(f"{path}: graph inputs {self.inputs} differ from the manifest's "
+            raise BundleError(f"{path}: graph inputs {self.inputs} differ from the manifest's "
                               f"{manifest_inputs}")
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -147,111 +111,32 @@ class ModelBundle:
     def __init__(self, path: Path, providers: Sequence[str] | None = None,
                  intra_op_threads: int | None = None):
         self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
-        self.manifest = self._read_manifest(manifest_path)
-        manifest = self.manifest
-        self.name: str = str(manifest["model"])
-        self.version: str = str(manifest["version"])
-        self.key = f"{self.name}@{self.version}"
-        n_items = manifest["n_items"]
-        if not isinstance(n_items, int) or n_items < 1:
-            raise EngineError(f"{manifest_path}: n_items must be a positive integer")
-        self.n_items: int = n_items
-        state = manifest["state"]
-        if not isinstance(state, dict):
-            raise EngineError(f"{manifest_path}: state must be an object")
-        self.session_spec = _parse_specs(manifest_path, state.get("session", []), "session")
-        self.user_spec = _parse_specs(manifest_path, state.get("user", []), "user")
+        where = str(self.path / MANIFEST_FILE)
+        self.manifest = Manifest.read(self.path)
+        self.name: str = self.manifest.model
+        self.version: str = self.manifest.version
+        self.key = self.manifest.key
+        self.n_items: int = self.manifest.n_items
+        self.session_spec = self.manifest.session_state
+        self.user_spec = self.manifest.user_state
         self.has_user_state = bool(self.user_spec)
-        self._verify_files(manifest_path)
+        verify_files(self.path, self.manifest.files, where)
 
         self.providers = choose_providers(providers)
         options = _session_options(intra_op_threads)
-        graphs = manifest["graphs"]
-        if not isinstance(graphs, dict) or "score" not in graphs:
-            raise EngineError(f"{manifest_path}: graphs must be an object with a 'score' graph")
-        unknown = set(graphs) - set(_GRAPH_ROLES)
-        if unknown:
-            raise EngineError(f"{manifest_path}: unknown graphs {sorted(unknown)}")
-        if self.session_spec and "advance" not in graphs:
-            raise EngineError(f"{manifest_path}: session state declared but no advance graph")
-        if self.user_spec and not {"start", "end"} <= set(graphs):
-            raise EngineError(f"{manifest_path}: user state declared but start/end graphs "
-                              f"are missing")
         self._graphs: dict[str, _Graph] = {}
-        for role, declared in graphs.items():
-            if not isinstance(declared, dict) or not isinstance(declared.get("file"), str):
-                raise EngineError(f"{manifest_path}: graphs.{role}.file must be a file name")
-            graph_path = self.path / declared["file"]
+        for role, declared in self.manifest.graphs.items():
+            graph_path = self.path / declared.file
             if not graph_path.is_file():
-                raise EngineError(f"{graph_path}: missing (named by {manifest_path})")
+                raise BundleError(f"{graph_path}: missing (named by {where})")
             self._graphs[role] = _Graph(graph_path, declared, options, self.providers)
         self.providers = list(self._graphs["score"].session.get_providers())
 
-        self._items = self._read_items()
+        self._items = read_items(self.path / ITEMS_FILE, self.n_items)  # [0] = padding
         self._index = {raw: index for index, raw in enumerate(self._items) if index > 0}
-        self._popular = self._read_popular()
+        self._popular = read_popular(self.path / POPULAR_FILE)
         self._session_bytes = sum(spec.nbytes for spec in self.session_spec)
         self._user_bytes = sum(spec.nbytes for spec in self.user_spec)
-
-    # ---- loading -------------------------------------------------------------------------
-    @staticmethod
-    def _read_manifest(path: Path) -> dict[str, Any]:
-        if not path.is_file():
-            raise EngineError(f"{path}: missing")
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise EngineError(f"{path}: unreadable: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise EngineError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
-                              f"{exc.msg}") from exc
-        if not isinstance(manifest, dict):
-            raise EngineError(f"{path}: must hold a JSON object")
-        missing = [f for f in ("format_version", "model", "version", "n_items", "state",
-                               "graphs", "files") if f not in manifest]
-        if missing:
-            raise EngineError(f"{path}: missing fields {missing}")
-        if manifest["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
-            raise EngineError(f"{path}: format_version {manifest['format_version']!r} is not "
-                              f"supported (this engine reads {SUPPORTED_FORMAT_VERSIONS})")
-        return manifest
-
-    def _verify_files(self, manifest_path: Path) -> None:
-        files = self.manifest["files"]
-        if not isinstance(files, dict):
-            raise EngineError(f"{manifest_path}: files must map file name -> sha256")
-        for name, expected in files.items():
-            path = self.path / name
-            if not path.is_file():
-                raise EngineError(f"{path}: missing (listed in {manifest_path})")
-            if sha256_file(path) != expected:
-                raise EngineError(f"{path}: sha256 does not match {manifest_path} "
-                                  f"(file corrupted or replaced)")
-
-    def _read_items(self) -> list[str]:
-        path = self.path / "items.txt"
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise EngineError(f"{path}: unreadable: {exc}") from exc
-        if len(lines) != self.n_items:
-            raise EngineError(f"{path}: {len(lines)} items but the manifest says "
-                              f"n_items={self.n_items}")
-        return ["", *lines]  # index 0 = padding
-
-    def _read_popular(self) -> list[tuple[str, float, int]]:
-        path = self.path / "popular.json"
-        if not path.exists():
-            return []
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            popular = [(str(raw), float(count), self._index.get(str(raw), 0))
-                       for raw, count in rows]
-        except (OSError, ValueError, TypeError) as exc:
-            raise EngineError(f"{path}: expected a JSON list of [item_id, count]: {exc}"
-                              ) from exc
-        return popular
 
     # ---- vocabulary ----------------------------------------------------------------------
     def item_index(self, raw_id: str) -> int:
@@ -265,10 +150,10 @@ class ModelBundle:
 
     # ---- state ---------------------------------------------------------------------------
     def new_user_state(self) -> State:
-        return {spec.name: spec.zeros() for spec in self.user_spec}
+        return {spec.name: _zeros(spec) for spec in self.user_spec}
 
     def new_session_state(self) -> State:
-        return {spec.name: spec.zeros() for spec in self.session_spec}
+        return {spec.name: _zeros(spec) for spec in self.session_spec}
 
     def start_session(self, user_state: State | None) -> State:
         """Session state at a session start: from the user state through ``start`` for
@@ -279,7 +164,7 @@ class ModelBundle:
         user = self.new_user_state() if user_state is None else user_state
         self._check_state(user, self.user_spec, "user")
         out = self._graphs["start"].run(user)
-        return {spec.name: out[f"next_{spec.name}"] for spec in self.session_spec}
+        return {spec.name: out[next_name(spec.name)] for spec in self.session_spec}
 
     def advance(self, state: State, items: Sequence[int]) -> State:
         """Fold clicks (item indices) into the session state in order; 0 is a no-op.
@@ -295,7 +180,7 @@ class ModelBundle:
             if index == 0 or graph is None:
                 continue
             out = graph.run({"item": np.array([index], dtype=np.int64), **current})
-            current = {spec.name: out[f"next_{spec.name}"] for spec in self.session_spec}
+            current = {spec.name: out[next_name(spec.name)] for spec in self.session_spec}
             clicked = True
         if not clicked:
             current = {name: value.copy() for name, value in current.items()}
@@ -309,7 +194,7 @@ class ModelBundle:
         self._check_state(session_state, self.session_spec, "session")
         self._check_state(user_state, self.user_spec, "user")
         out = self._graphs["end"].run({**session_state, **user_state})
-        return {spec.name: out[f"next_{spec.name}"] for spec in self.user_spec}
+        return {spec.name: out[next_name(spec.name)] for spec in self.user_spec}
 
     # ---- recommendations -----------------------------------------------------------------
     def top_k(self, state: State, k: int, exclude: Collection[int] = ()) -> list[tuple[str, float]]:
@@ -340,7 +225,7 @@ class ModelBundle:
             return []
         excluded = set(exclude_ids)
         result: list[tuple[str, float]] = []
-        for raw, count, _ in self._popular:
+        for raw, count in self._popular:
             if raw in excluded:
                 continue
             result.append((raw, count))
@@ -361,12 +246,12 @@ class ModelBundle:
     def decode_user(self, blob: bytes) -> State:
         return self._decode(blob, self.user_spec, self._user_bytes, "user")
 
-    def _encode(self, state: State, specs: list[TensorSpec], scope: str) -> bytes:
+    def _encode(self, state: State, specs: list[StateSpec], scope: str) -> bytes:
         self._check_state(state, specs, scope)
-        return b"".join(np.ascontiguousarray(state[spec.name], dtype=spec.dtype).tobytes()
+        return b"".join(np.ascontiguousarray(state[spec.name], dtype=_DTYPES[spec.dtype]).tobytes()
                         for spec in specs)
 
-    def _decode(self, blob: bytes, specs: list[TensorSpec], expected: int, scope: str) -> State:
+    def _decode(self, blob: bytes, specs: list[StateSpec], expected: int, scope: str) -> State:
         if len(blob) != expected:
             raise ValueError(f"{self.key}: {scope} state blob has {len(blob)} bytes, "
                              f"expected {expected}")
@@ -374,28 +259,28 @@ class ModelBundle:
         offset = 0
         for spec in specs:
             count = int(np.prod(spec.shape, dtype=np.int64))
-            array = np.frombuffer(blob, dtype=spec.dtype, count=count, offset=offset)
+            array = np.frombuffer(blob, dtype=_DTYPES[spec.dtype], count=count, offset=offset)
             state[spec.name] = array.reshape((1, *spec.shape)).copy()  # writable, owned
             offset += spec.nbytes
         return state
 
-    def _check_state(self, state: State, specs: list[TensorSpec], scope: str) -> None:
+    def _check_state(self, state: State, specs: list[StateSpec], scope: str) -> None:
         for spec in specs:
             value = state.get(spec.name)
             if value is None:
                 raise ValueError(f"{self.key}: {scope} state lacks tensor {spec.name!r}")
-            if value.shape != (1, *spec.shape) or value.dtype != spec.dtype:
+            if value.shape != (1, *spec.shape) or value.dtype != _DTYPES[spec.dtype]:
                 raise ValueError(f"{self.key}: {scope} tensor {spec.name!r} has shape "
                                  f"{value.shape} {value.dtype}, expected {(1, *spec.shape)} "
                                  f"{spec.dtype}")
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "key": self.key,
-                "n_items": self.n_items, "created": self.manifest.get("created"),
-                "state": {"session": self.manifest["state"].get("session", []),
-                          "user": self.manifest["state"].get("user", [])},
+                "n_items": self.n_items, "created": self.manifest.extra.get("created"),
+                "state": {"session": [spec.to_json() for spec in self.session_spec],
+                          "user": [spec.to_json() for spec in self.user_spec]},
                 "graphs": sorted(self._graphs), "providers": list(self.providers),
-                "metrics": self.manifest.get("metrics", {})}
+                "metrics": self.manifest.extra.get("metrics", {})}
 
 
 class Engine:
@@ -430,10 +315,10 @@ class Engine:
         """Load a fresh set. Per model, versions are tried newest first (lexicographic max
         of version folders holding a manifest.json); a broken one is logged, recorded in
         ``errors`` and skipped, so one bad deploy falls back to the previous version and
-        does not take the other models down. Raises EngineError when nothing loads."""
+        does not take the other models down. Raises BundleError when nothing loads."""
         root = self.artifacts_dir
         if not root.is_dir():
-            raise EngineError(f"{root}: artifacts folder does not exist; export a model "
+            raise BundleError(f"{root}: artifacts folder does not exist; export a model "
                               f"first (`nextclick export --run RUN --out {root}`)")
         models: dict[str, ModelBundle] = {}
         errors: list[str] = []
@@ -446,7 +331,7 @@ class Engine:
                 try:
                     bundle = ModelBundle(version_dir, self._requested_providers,
                                          self._intra_op_threads)
-                except EngineError as exc:
+                except BundleError as exc:
                     logger.error("skipping bundle: %s", exc)
                     errors.append(str(exc))
                     continue
@@ -460,10 +345,10 @@ class Engine:
                 break
         if not models:
             detail = "; ".join(errors) if errors else "no <model>/<version>/manifest.json found"
-            raise EngineError(f"{root}: no model bundle could be loaded: {detail}")
+            raise BundleError(f"{root}: no model bundle could be loaded: {detail}")
         if self._default_model is not None:
             if self._default_model not in models:
-                raise EngineError(f"{root}: default model {self._default_model!r} is not "
+                raise BundleError(f"{root}: default model {self._default_model!r} is not "
                                   f"loaded (loaded: {sorted(models)})")
             default = self._default_model
         else:
@@ -479,7 +364,7 @@ class Engine:
             raise KeyError(key) from None
 
     def reload(self) -> list[str]:
-        """Load a fresh set and swap it in; on failure raise EngineError and keep serving
+        """Load a fresh set and swap it in; on failure raise BundleError and keep serving
         the current set. Returns the loaded ``name@version`` keys."""
         with self._lock:
             snapshot = self._load_all()

@@ -221,12 +221,12 @@ async def list_models(request: Request) -> ModelsOut:
 @api.post("/admin/reload", response_model=ReloadOut, tags=["models"],
           summary="Load the newest bundles; on failure the current ones keep serving")
 async def reload_models(request: Request) -> ReloadOut:
-    from service.engine import EngineError
+    from bundle import BundleError
 
     engine = _service(request).engine
     try:
         loaded = await asyncio.to_thread(engine.reload)
-    except EngineError as exc:
+    except BundleError as exc:
         log.error("model reload failed: %s", exc)
         raise ApiError(409, "reload_failed", "no model bundle could be loaded; the previous "
                        "models keep serving (details in the server log)") from None

@@ -6,7 +6,7 @@ import random
 
 import polars as pl
 
-from training.dataset import TEST_SCHEMA, TRAIN_SCHEMA, PreparedDataset
+from training.data.dataset import TEST_SCHEMA, TRAIN_SCHEMA, PreparedDataset
 
 
 def make_tiny_dataset(n_users: int = 12, n_items: int = 30, sessions_per_user: int = 4,
@@ -43,3 +43,10 @@ def make_tiny_dataset(n_users: int = 12, n_items: int = 30, sessions_per_user: i
         items=[f"i{index}" for index in range(1, n_items + 1)],
         users=[f"u{index}" for index in range(1, n_users + 1)],
         stats={"protocol": "last-session", "format": "tiny"})
+
+
+#: The catalogue of the small random-weight bundles the service tests serve.
+N_ITEMS = 40
+N_USERS = 10
+ITEMS = [f"i{index}" for index in range(1, N_ITEMS + 1)]
+POPULAR = [(item, 1000 - index) for index, item in enumerate(ITEMS)]

@@ -13,8 +13,8 @@ import torch
 from models import registry
 from models.base import SessionModel
 from tests.helpers import make_tiny_dataset
-from training.checkpoint import load_run
-from training.train import train
+from training.fit.checkpoint import load_run
+from training.fit.loop import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -10,7 +10,7 @@ import torch
 from models import registry
 from models.base import SessionModel, State
 from tests.helpers import make_tiny_dataset
-from training.batching import make_batches, training_sessions
+from training.fit.batching import make_batches, training_sessions
 
 N_ITEMS, N_USERS = 30, 12
 

@@ -7,7 +7,7 @@ import torch
 from models import registry
 from models.hrnn import HRNN
 from models.stacked_gru import gru_cell
-from training.batching import ParallelBatch
+from training.fit.batching import ParallelBatch
 
 N_ITEMS = 10
 

@@ -20,8 +20,9 @@ from torch import Tensor, nn
 
 from models import registry
 from models.base import ModelConfig, SessionModel, State, StateSpec
-from training import export as export_module
-from training.export import ExportError, export_bundle
+from training.export import graphs as export_module
+from training.export.graphs import ExportError
+from training.export.writer import export_bundle
 
 
 @dataclass

@@ -12,8 +12,8 @@ import torch
 from models import registry
 from models.rum import RUM
 from tests.helpers import make_tiny_dataset
-from training.batching import make_batches
-from training.export import export_random_bundle
+from training.export.writer import export_random_bundle
+from training.fit.batching import make_batches
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from service.engine import Engine, EngineError, ModelBundle
+from bundle import BundleError
+from service.engine import Engine, ModelBundle
 from tests.models.test_onnx_parity import TinyUserGRU, tiny_items, tiny_model
-from training.export import export_bundle
+from training.export.writer import export_bundle
 
 N_ITEMS = 30
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +92,7 @@ def test_loads_latest_version_and_ignores_staging_dirs(tmp_path: Path,
 def test_default_model_setting(tmp_path: Path, exported: dict[str, Path]) -> None:
     _deploy(tmp_path, exported["user"], exported["session"])
     assert Engine(tmp_path, default_model="tiny-user-gru").default == "tiny-user-gru"
-    with pytest.raises(EngineError, match="default model 'hrnn-init'"):
+    with pytest.raises(BundleError, match="default model 'hrnn-init'"):
         Engine(tmp_path, default_model="hrnn-init")
 
 
@@ -215,7 +216,7 @@ def test_onnx_that_runtime_rejects_names_the_file(tmp_path: Path,
     bundle = tmp_path / "tiny-user-gru" / "20250101T000000Z"
     (bundle / "advance.onnx").write_bytes(b"definitely not protobuf")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    from service.engine import sha256_file
+    from bundle import sha256_file
     manifest["files"]["advance.onnx"] = sha256_file(bundle / "advance.onnx")
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     engine = Engine(tmp_path)
@@ -237,13 +238,13 @@ def test_bad_manifest_falls_back_to_previous_version(tmp_path: Path,
 def test_only_bundle_broken_raises(tmp_path: Path, exported: dict[str, Path]) -> None:
     _deploy(tmp_path, exported["session"])
     (tmp_path / "tiny-session-gru" / "20250101T000000Z" / "items.txt").write_text("x\n")
-    with pytest.raises(EngineError, match=r"items\.txt"):
+    with pytest.raises(BundleError, match=r"items\.txt"):
         Engine(tmp_path)
-    with pytest.raises(EngineError, match="does not exist"):
+    with pytest.raises(BundleError, match="does not exist"):
         Engine(tmp_path / "missing")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(EngineError, match="no model bundle"):
+    with pytest.raises(BundleError, match="no model bundle"):
         Engine(empty)
 
 
@@ -255,7 +256,7 @@ def test_reload_failure_keeps_serving_the_old_set(tmp_path: Path,
     shutil.rmtree(tmp_path / "tiny-user-gru")
     (tmp_path / "tiny-user-gru" / "20990101T000000Z").mkdir(parents=True)
     (tmp_path / "tiny-user-gru" / "20990101T000000Z" / "manifest.json").write_text("{}")
-    with pytest.raises(EngineError, match="no model bundle could be loaded"):
+    with pytest.raises(BundleError, match="no model bundle could be loaded"):
         engine.reload()
     assert engine.get("tiny-user-gru").key == old_key  # still serving
     state = engine.get().advance(engine.get().start_session(None), [1])
@@ -289,7 +290,7 @@ def test_engine_module_does_not_import_torch() -> None:
 
 
 def test_bench_engine_reports_latencies(exported: dict[str, Path]) -> None:
-    from service.bench_engine import bench_engine
+    from loadtest.engine_timing import bench_engine
 
     result = bench_engine(exported["user"], clicks=40)
     assert result["model"] == "tiny-user-gru@20250101T000000Z" and result["clicks"] == 40

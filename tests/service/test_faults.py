@@ -16,7 +16,7 @@ import redis
 from service.app import create_app
 from service.embedded import EmbeddedRedis
 from service.settings import Settings
-from tests.service.conftest import LiveServer
+from tests.servers import LiveServer
 
 T0 = 1_700_000_000.0
 

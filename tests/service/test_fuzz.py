@@ -21,7 +21,7 @@ from schemathesis.checks import (
 
 from service.app import create_app
 from service.settings import Settings
-from tests.service.conftest import LiveServer
+from tests.servers import LiveServer
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis
 
+from cli.main import main as nextclick
 from service.embedded import EmbeddedRedis, _pid_alive
-from tests.service.conftest import LiveServer, free_port
-from training.cli import main as nextclick
+from tests.servers import LiveServer, free_port
 
 T0 = 1_700_000_000.0
 
@@ -101,7 +101,7 @@ def test_serve_command_runs_and_stops_its_redis(artifacts: Path, tmp_path: Path)
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("NEXTCLICK_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "serve", "--artifacts", str(artifacts),
+        [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(artifacts),
          "--port", str(port), "--data-dir", str(tmp_path / "var"), "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pid_file = tmp_path / "var" / "redis" / "redis.pid"
@@ -133,6 +133,13 @@ def test_serve_command_runs_and_stops_its_redis(artifacts: Path, tmp_path: Path)
 
 
 def test_the_serving_path_never_imports_torch() -> None:
-    code = ("import sys, service.app, service.cli, service.sessions, service.store, "
-            "service.engine, service.embedded; sys.exit(int('torch' in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    """`nextclick serve` (its parser and everything the service imports) loads neither
+    torch nor the training or model packages."""
+    code = ("import sys; from cli.main import build_parser; build_parser(['serve']); "
+            "import service.app, service.server, service.sessions, service.store, "
+            "service.engine, service.embedded, bundle; "
+            "loaded = [m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'training', 'models')]; print(loaded); sys.exit(int(bool(loaded)))")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

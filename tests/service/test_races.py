@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from service.embedded import EmbeddedRedis
-from tests.service.conftest import free_port
+from tests.servers import free_port
 
 T0 = 1_700_000_000.0
 IDLE = 1800.0  # the default NEXTCLICK_SESSION_IDLE_TIMEOUT
@@ -66,7 +66,7 @@ def processes(request: pytest.FixtureRequest, artifacts: Path,
     env = {key: value for key, value in os.environ.items() if not key.startswith("NEXTCLICK_")}
     ports = [free_port() for _ in range(3)]
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "serve", "--artifacts", str(artifacts),
+        [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(artifacts),
          "--port", str(port), "--redis-url", url, "--model", "hrnn-init",
          "--data-dir", str(tmp_path_factory.mktemp("var")), "--log-level", "warning"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for port in ports]

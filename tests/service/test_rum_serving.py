@@ -29,7 +29,7 @@ def rum_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from models import registry
-    from training.export import export_bundle
+    from training.export.writer import export_bundle
 
     root = tmp_path_factory.mktemp("rum-artifacts")
     for name in ("rum-item", "rum-feature"):

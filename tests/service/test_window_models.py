@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.service.conftest import ITEMS, N_ITEMS, POPULAR
+from tests.helpers import ITEMS, N_ITEMS, POPULAR
 
 WINDOW = 4
 MODELS = ("narm", "hmn", "hln")
@@ -24,7 +24,7 @@ MODELS = ("narm", "hmn", "hln")
 def window_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """Small random-weight bundles of the three window models (W = 4) and the models."""
     from models import registry
-    from training.export import export_bundle
+    from training.export.writer import export_bundle
 
     root = tmp_path_factory.mktemp("window-artifacts")
     models = {}

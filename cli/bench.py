@@ -1,0 +1,99 @@
+"""``nextclick bench``: load-test the serving path on this machine. By default: the engine
+alone (advance + top-20 per click, batch 1) and the HTTP click path of a real
+``nextclick serve`` at 1 and 32 concurrent clients with 1 and 2 workers, on a random-weight
+HRNN-Init over 40k items, ending with a check that every acknowledged click is stored
+exactly once. Results go to reports/bench.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  nextclick bench                          # engine + HTTP, 1 and 2 workers
+  nextclick bench --engine-only --items 1000000
+  nextclick bench --workers 1 --concurrency 1 32 --requests 8000
+  nextclick bench --cas                    # WATCH/MULTI vs Lua compare-and-set on Redis
+  nextclick bench --memory                 # Redis bytes per session and per user"""
+
+
+def register(subparsers: Any, help_text: str) -> None:
+    parser = subparsers.add_parser(
+        "bench", help=help_text, description=__doc__, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=40_000,
+                        help="catalogue size of the benchmark model (default 40000)")
+    parser.add_argument("--clicks", type=int, default=2_000,
+                        help="clicks timed on the engine alone (default 2000)")
+    parser.add_argument("--requests", type=int, default=4_000,
+                        help="HTTP requests per measurement (default 4000)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32],
+                        help="concurrent clients, one measurement each (default 1 32)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="server worker processes, one server each (default 1 2)")
+    parser.add_argument("--k", type=int, default=20, help="list length (default 20)")
+    parser.add_argument("--engine-only", action="store_true", help="skip the HTTP part")
+    parser.add_argument("--cas", action="store_true",
+                        help="only compare WATCH/MULTI with a Lua compare-and-set on Redis")
+    parser.add_argument("--cas-clients", type=int, default=16,
+                        help="concurrent writers for --cas (default 16)")
+    parser.add_argument("--cas-updates", type=int, default=500,
+                        help="updates per writer for --cas (default 500)")
+    parser.add_argument("--memory", action="store_true",
+                        help="only measure Redis memory per session and per user")
+    parser.add_argument("--memory-users", type=int, default=200,
+                        help="users for --memory (default 200)")
+    parser.add_argument("--memory-clicks", type=int, default=10,
+                        help="clicks per session for --memory (default 10)")
+    parser.add_argument("--out", default="reports/bench.json",
+                        help="where to write the results (default reports/bench.json)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from loadtest.engine_timing import bench_engine
+    from loadtest.http_load import BENCH_DIR, bench_http, build_bench_bundle
+
+    artifacts = BENCH_DIR / f"artifacts-{args.items}"
+    if args.memory:
+        from loadtest.memory import bench_memory
+
+        build_bench_bundle(args.items, artifacts)
+        print("memory   " + json.dumps(bench_memory(artifacts, args.memory_users, 3,
+                                                          args.memory_clicks)))
+        return 0
+    if args.cas:
+        from loadtest.cas import bench_cas
+
+        for row in bench_cas(args.cas_clients, args.cas_updates):
+            print(f"cas      {row['method']:5} {row['key']:14} {row['clients']} clients: "
+                  f"{row['updates_per_s']} updates/s, {row['retries']} retries, "
+                  f"{row['lost_updates']} lost")
+        return 0
+
+    bundle_dir = build_bench_bundle(args.items, artifacts)
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
+                                          "python": sys.version.split()[0]}}
+    report["engine"] = engine = bench_engine(bundle_dir, args.clicks, k=args.k)
+    print(f"engine   {bundle_dir} ({args.items} items): advance + top-{args.k} per click "
+          f"{json.dumps({key: value for key, value in engine.items() if 'ms' in key})}")
+    if not args.engine_only:
+        report["http"] = []
+        for workers in args.workers:
+            for http in bench_http(artifacts, args.requests, args.concurrency, workers,
+                                   args.k, args.items):
+                report["http"].append(http)
+                print(f"http     POST /sessions/{{id}}/events, {workers} worker(s), "
+                      f"{http['concurrency']} clients: {http['clicks_per_s']} clicks/s, "
+                      f"p50 {http['p50_ms']} ms, p99 {http['p99_ms']} ms, "
+                      f"errors {http['errors']}, acknowledged {http['clicks_acknowledged']}, "
+                      f"lost {http['clicks_lost']}, stored twice {http['clicks_stored_twice']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0

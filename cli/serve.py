@@ -1,0 +1,59 @@
+"""``nextclick serve``: run the recommendation API on the exported bundles, with an
+embedded Redis (data under ./var) unless --redis-url names one. Settings not given here
+come from NEXTCLICK_* environment variables (docs/operations.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  nextclick serve                                   # artifacts/ on 127.0.0.1:8000
+  nextclick serve --workers 2 --redis-url redis://localhost:6379/0"""
+
+
+def register(subparsers: Any, help_text: str) -> None:
+    parser = subparsers.add_parser(
+        "serve", help=help_text, description=__doc__, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", type=Path, default=None,
+                        help="folder of exported bundles (default: $NEXTCLICK_ARTIFACTS_DIR "
+                             "or ./artifacts)")
+    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default 1)")
+    parser.add_argument("--redis-url", default=None,
+                        help="external Redis (redis://, rediss://, redis+cluster://); "
+                             "default: start an embedded redis-server under --data-dir")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="embedded Redis data folder parent (default ./var)")
+    parser.add_argument("--model", default=None, help="default model name")
+    parser.add_argument("--log-level", default="info",
+                        choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--access-log", action="store_true",
+                        help="log every request (off by default; /metrics counts requests)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from service.server import serve
+    from service.settings import Settings
+
+    overrides: dict[str, Any] = {
+        key: value for key, value in (
+            ("artifacts_dir", args.artifacts), ("host", args.host), ("port", args.port),
+            ("workers", args.workers), ("redis_url", args.redis_url),
+            ("data_dir", args.data_dir), ("default_model", args.model)) if value is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ValueError(f"invalid setting: {exc}") from None
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(settings, log_level=args.log_level, access_log=args.access_log)
+    return 0

@@ -1,0 +1,26 @@
+"""The measuring tools behind the README's numbers, run small against real Redis servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadtest.cas import bench_cas
+from loadtest.memory import bench_memory
+
+
+def test_cas_comparison_loses_no_update_with_either_method() -> None:
+    rows = bench_cas(clients=4, updates=25)
+    assert {(row["method"], row["key"]) for row in rows} == {
+        (method, key) for method in ("watch", "lua") for key in ("shared", "one per client")}
+    for row in rows:
+        assert row["lost_updates"] == 0 and row["updates_per_s"] > 0
+        if row["key"] == "one per client":
+            assert row["retries"] == 0  # no contention, no conflict
+
+
+def test_memory_measure_counts_every_key_of_sessions_and_users(artifacts: Path) -> None:
+    result = bench_memory(artifacts, users=3, past_sessions=2, clicks=12)
+    assert result["keys_per_open_session"] == 4.0  # meta, clicks, state, event ids
+    assert result["keys_per_user"] == 4.0  # meta, history, closed, state
+    assert result["bytes_per_open_session"] > 12 * 10  # at least the clicks themselves
+    assert result["used_memory_per_user_with_sessions"] > result["bytes_per_user"]
