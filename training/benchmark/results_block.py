@@ -19,6 +19,7 @@ figure comes from the same files.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,10 @@ def _peers(summary: dict[str, Any]) -> list[str]:
     return lines + markdown_table(header, cells).split("\n")
 
 
-def report_section(folder: Path, summary: dict[str, Any]) -> list[str]:
+def report_section(folder: Path, summary: dict[str, Any], link: str | None = None
+                   ) -> list[str]:
+    """One report's part of the block; ``link`` is the report folder as the page links it
+    (default: the folder as named)."""
     data, settings = summary["dataset"], summary["settings"]
     first = summary["models"][summary["ranking"][0]]["metrics"] if summary["ranking"] else {}
     repeats = data.get("repeats") or {}
@@ -112,7 +116,7 @@ def report_section(folder: Path, summary: dict[str, Any]) -> list[str]:
         facts.append(f"{100 * repeats['in_prefix']:.1f}% of targets repeat an item of their "
                      f"session ({100 * repeats['last_click']:.1f}% the last click)")
     lines = [f"#### {folder.name}", "",
-             f"`{summary['command']}` — [report]({folder.as_posix()}/report.html): "
+             f"`{summary['command']}` — [report]({link or folder.as_posix()}/report.html): "
              + "; ".join(facts) + ".", ""]
     lines += _model_table(summary)
     significance = _significance(summary)
@@ -177,11 +181,15 @@ def guide(reports: list[tuple[Path, dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def render(folders: list[Path], root: Path = Path(".")) -> str:
+def render(folders: list[Path], root: Path = Path("."), page_dir: Path | None = None) -> str:
+    """The block for ``folders`` (relative to ``root``); links are relative to ``page_dir``,
+    the folder of the page that holds the block (default: ``root``)."""
     reports = [(folder, load(root / folder)) for folder in folders]
+    base = (page_dir or root).resolve()
     lines: list[str] = []
     for folder, summary in reports:
-        lines += [*report_section(folder, summary), ""]
+        link = Path(os.path.relpath((root / folder).resolve(), base)).as_posix()
+        lines += [*report_section(folder, summary, link), ""]
     lines += guide(reports)
     return "\n".join(lines) + "\n"
 
@@ -200,7 +208,7 @@ def update(path: Path, root: Path | None = None) -> tuple[str, str]:
         if not folders:
             raise ValueError(f"{path}: {match.group(0).strip()} names no report folder")
         base = root if root is not None else _root_holding(path, folders[0])
-        pieces += [text[position:match.end()], render(folders, base)]
+        pieces += [text[position:match.end()], render(folders, base, path.parent)]
         position = end
     if not pieces:
         raise ValueError(f"{path}: no <!-- benchmark-results: ... --> block")

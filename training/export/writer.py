@@ -25,6 +25,7 @@ from bundle import (
     ITEMS_FILE,
     POPULAR_FILE,
     VERSION_PATTERN,
+    BundleError,
     Manifest,
     sha256_file,
     write_items,
@@ -80,7 +81,10 @@ def export_bundle(model: SessionModel, items: list[str], out_root: Path, *,
         graphs = export_graphs(model, staging, exporter=exporter)
         model.eval()  # belt and braces: exporters restore modes on their own terms
         parity = check_parity(model, staging, graphs)
-        write_items(staging / ITEMS_FILE, items)
+        try:
+            write_items(staging / ITEMS_FILE, items)
+        except BundleError as exc:
+            raise ExportError(str(exc)) from None
         write_popular(staging / POPULAR_FILE, (popular or [])[:POPULAR_LIMIT])
         files = {path.name: sha256_file(path) for path in sorted(staging.iterdir())}
         version_name = version or _default_version()

@@ -14,13 +14,13 @@ from tests.helpers import make_tiny_dataset
 from training.benchmark.results_block import render, update
 from training.benchmark.runner import benchmark, parse_epochs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_readme_results_block_matches_the_checked_in_reports() -> None:
-    current, fresh = update(ROOT / "README.md")
-    assert current == fresh, "README results block is stale: run `nextclick readme-results`"
+def test_results_block_matches_the_checked_in_reports() -> None:
+    current, fresh = update(ROOT / "docs" / "results.md")
+    assert current == fresh, "docs/results.md is stale: run `nextclick readme-results`"
 
 
 @pytest.fixture(scope="module")
