@@ -25,6 +25,9 @@ def register(subparsers: Any, help_text: str) -> None:
     parser = subparsers.add_parser(
         "bench", help=help_text, description=__doc__, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="hrnn-init",
+                        help="comma-separated models to time (random weights; default "
+                             "hrnn-init); the HTTP part serves the first")
     parser.add_argument("--items", type=int, default=40_000,
                         help="catalogue size of the benchmark model (default 40000)")
     parser.add_argument("--clicks", type=int, default=2_000,
@@ -58,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from loadtest.engine_timing import bench_engine
     from loadtest.http_load import BENCH_DIR, bench_http, build_bench_bundle
 
-    artifacts = BENCH_DIR / f"artifacts-{args.items}"
     if args.memory:
+        artifacts = BENCH_DIR / f"artifacts-hrnn-init-{args.items}"
         from loadtest.memory import bench_memory
 
         build_bench_bundle(args.items, artifacts)
@@ -75,12 +78,18 @@ def run(args: argparse.Namespace) -> int:
                   f"{row['lost_updates']} lost")
         return 0
 
-    bundle_dir = build_bench_bundle(args.items, artifacts)
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    if not models:
+        raise ValueError("--models: name at least one model")
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
-                                          "python": sys.version.split()[0]}}
-    report["engine"] = engine = bench_engine(bundle_dir, args.clicks, k=args.k)
-    print(f"engine   {bundle_dir} ({args.items} items): advance + top-{args.k} per click "
-          f"{json.dumps({key: value for key, value in engine.items() if 'ms' in key})}")
+                                          "python": sys.version.split()[0]}, "engine": {}}
+    for model in models:
+        bundle_dir = build_bench_bundle(args.items, BENCH_DIR / f"artifacts-{model}-{args.items}",
+                                        model)
+        report["engine"][model] = engine = bench_engine(bundle_dir, args.clicks, k=args.k)
+        print(f"engine   {bundle_dir} ({args.items} items): advance + top-{args.k} per click "
+              f"{json.dumps({key: value for key, value in engine.items() if 'ms' in key})}")
+    artifacts = BENCH_DIR / f"artifacts-{models[0]}-{args.items}"
     if not args.engine_only:
         report["http"] = []
         for workers in args.workers:

@@ -2,10 +2,10 @@
 # Trains and evaluates POP, GRU4Rec, NARM (hybrid, global, local), HMN and HLN one by one
 # with `nextclick train` on tmall-benchmark, diginetica-sample and yoochoose-100k (seed 7,
 # full ranking, Recall/MRR @5, @10, @20, epochs and seconds per epoch), for ablations outside
-# `nextclick benchmark`; the README's tables come from the benchmark reports instead.
+# `nextclick benchmark`; the tables of docs/results.md come from the benchmark reports instead.
 #
-# Usage: scripts/anon_experiments.sh [DATASET ...]   (default: tmall diginetica yoochoose)
-#        scripts/anon_experiments.sh report [DATASET ...]   (tables from existing runs only)
+# Usage: experiments/anon_experiments.sh [DATASET ...]   (default: tmall diginetica yoochoose)
+#        experiments/anon_experiments.sh report [DATASET ...]   (tables from existing runs only)
 # Environment: MODELS (default: all seven), SEED (default 7), SHARED (../shared/data),
 # VALID_SESSIONS (validation subset per epoch, default 1000), TRAIN_ARGS (extra flags).
 #

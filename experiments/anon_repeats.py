@@ -1,7 +1,7 @@
-"""Repeat statistics behind the README's tmall notes: how often the test target is already
+"""Repeat statistics behind the tmall notes of docs/results.md: how often the test target is already
 in the prefix / is the last click, and how often a trained window model's top-1 is the
-last click (first 2,000 test sessions). Usage (after scripts/anon_experiments.sh tmall):
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/anon_repeats.py [data/tmall] [runs/anon-tmall]
+last click (first 2,000 test sessions). Usage (after experiments/anon_experiments.sh tmall):
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/anon_repeats.py [data/tmall] [runs/anon-tmall]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces the README's HRNN comparison: POP, GRU4Rec, HRNN-Init, HRNN-All under the
+# Reproduces the HRNN comparison of docs/results.md: POP, GRU4Rec, HRNN-Init, HRNN-All under the
 # last-session protocol on the synthetic data, retailrocket-users and taobao-head.
-# Usage: scripts/hrnn_experiments.sh [DATASET ...]   (default: synth retailrocket taobao)
+# Usage: experiments/hrnn_experiments.sh [DATASET ...]   (default: synth retailrocket taobao)
 # Environment: EPOCHS (default 10), SEED (default 7), SHARED (default ../shared/data),
 # MODELS, TRAIN_ARGS. taobao-head is the head of the file, so items are rarely repeated:
 # it is prepared with --min-item-support 2 (5 leaves 559 items and 194 users).

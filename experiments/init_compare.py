@@ -1,5 +1,5 @@
 """NARM or HMN under different initialisations, same trainer, same data: the measurement
-behind the README's note on initialisation (``models/narm.py`` ``reset_parameters``,
+behind the note on initialisation in docs/results.md (``models/narm.py`` ``reset_parameters``,
 ``models/window.py`` ``init_item_table_``).
 
 NARM variants:
@@ -14,7 +14,7 @@ HMN variants:
 Each variant trains all ``--epochs`` (no early stop; the best validation epoch is kept) and
 is scored on the test split (Recall@20 / MRR@20, full ranking, pessimistic ties).
 
-Usage: OMP_NUM_THREADS=1 .venv/bin/python scripts/init_compare.py data/retailrocket
+Usage: OMP_NUM_THREADS=1 .venv/bin/python experiments/init_compare.py data/retailrocket
            [--model narm|hmn] [--epochs 30]
 """
 

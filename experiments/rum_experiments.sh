@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Reproduces the README's RUM table: MP (pop), BPR-MF, FPMC, RUM(I), RUM(F) under the
+# Reproduces the RUM table of docs/results.md: MP (pop), BPR-MF, FPMC, RUM(I), RUM(F) under the
 # user-ratio protocol (per user: first 70% of events train, users with >= 10 events) on
 # movielens-small and taobao-head, with RUM's per-user metrics (P/R/F1/HR/NDCG@5), and
 # the MERGE weight sweep α = 0..1 (paper Fig. 3) on movielens-small.
-# Usage: scripts/rum_experiments.sh [table|sweep|report ...]   (default: table sweep report)
+# Usage: experiments/rum_experiments.sh [table|sweep|report ...]   (default: table sweep report)
 # Environment: EPOCHS (default 10), SEED (default 7), SHARED (default ../shared/data),
 # MODELS, DATASETS, ALPHAS, TRAIN_ARGS (the same for every neural model), RUNS (default
 # runs/rum; e.g. SEED=8 RUNS=runs/rum-seed8 for a repeat with another seed).
 # taobao-head is the head of the file, so items are rarely repeated: it is prepared
-# with --min-item-support 2 (as in scripts/hrnn_experiments.sh).
+# with --min-item-support 2 (as in experiments/hrnn_experiments.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -61,7 +61,7 @@ for step in "${steps[@]}"; do
         done
       done ;;
     report)
-      .venv/bin/python scripts/rum_report.py --runs "$RUNS" --alphas "$ALPHAS" \
+      .venv/bin/python experiments/rum_report.py --runs "$RUNS" --alphas "$ALPHAS" \
         --plot docs/results/rum_alpha_sweep.png ;;
     *) echo "unknown step $step (table, sweep, report)" >&2; exit 2 ;;
   esac

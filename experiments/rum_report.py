@@ -1,4 +1,4 @@
-"""README table and α-sweep plot of scripts/rum_experiments.sh (reads the runs' metrics.json)."""
+"""The RUM table (docs/results.md) and α-sweep plot of experiments/rum_experiments.sh (reads the runs' metrics.json)."""
 
 from __future__ import annotations
 

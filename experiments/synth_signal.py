@@ -1,9 +1,9 @@
 """How much does a user's history predict, with no neural network in the way?
 
-Usage: .venv/bin/python scripts/synth_signal.py DATA [--history-weight W]
+Usage: .venv/bin/python experiments/synth_signal.py DATA [--history-weight W]
 
 DATA is a prepared ``last-session`` dataset (``data/synth`` after
-``scripts/hrnn_experiments.sh synth``). Two count models score every test target the way
+``experiments/hrnn_experiments.sh synth``). Two count models score every test target the way
 ``nextclick evaluate`` does (full ranking, pessimistic ties, the first click of a session is
 input only):
 
@@ -12,7 +12,7 @@ input only):
 * **transitions + history**: the same plus ``W`` times the user's click distribution over
   their own training sessions (the sessions HRNN folds into the user state).
 
-The gap between the two is what user history is worth on the data; the README sets it
+The gap between the two is what user history is worth on the data; docs/hrnn-synthetic.md sets it
 against what GRU4Rec and HRNN-Init reach there. Prints Recall@5 by position in session.
 """
 
