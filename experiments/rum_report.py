@@ -1,4 +1,5 @@
-"""The RUM table (docs/results.md) and α-sweep plot of experiments/rum_experiments.sh (reads the runs' metrics.json)."""
+"""The RUM table (docs/results.md) and the α-sweep plot of experiments/rum_experiments.sh
+(reads the runs' metrics.json)."""
 
 from __future__ import annotations
 

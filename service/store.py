@@ -89,7 +89,7 @@ class EventRecord:
 
 @dataclass
 class IngestResult:
-    status: str  # "ok" | "rollover" | "conflict"
+    status: str  # "ok" | "rollover" | "conflict" | "unfolded" (see ingest.lua)
     gen: int
     user_id: str | None
     accepted: int = 0
