@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from loadtest.stats import latency_summary
 from training.evaluation.statistics import compare_pair, per_case
 
 KS = tuple(range(1, 21))
@@ -123,9 +124,10 @@ def _latency(model: Any, dataset: Any, clicks: int) -> dict[str, float]:
                     break
             if len(times) >= clicks:
                 break
-    values = 1000.0 * np.asarray(times[1:] if len(times) > 1 else times)  # first = warm-up
-    return {"clicks": int(values.size), "median_ms": float(np.median(values)),
-            "p95_ms": float(np.quantile(values, 0.95)), "mean_ms": float(values.mean())}
+    samples = [1000.0 * t for t in (times[1:] if len(times) > 1 else times)]  # 1st: warm-up
+    summary = latency_summary(samples)
+    return {"clicks": summary["n"], "median_ms": summary["p50_ms"],
+            "p95_ms": summary["p95_ms"], "mean_ms": summary["mean_ms"]}
 
 
 def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
