@@ -8,6 +8,7 @@ A bundle is ``<artifacts>/<model>/<version>/``::
     end.onnx       session + user state -> next_<user tensor>...   (user-scoped models)
     items.txt      raw id of item index i on line i (index 0 = padding, no line)
     popular.json   [[raw_id, count], ...] most popular first (no-session, no-user fallback)
+    catalog.json   optional: title and category per item id, for display (``bundle.catalog``)
     manifest.json  this schema: state spec, graph inputs/outputs, file hashes, provenance
 
 Every graph takes and returns a leading batch dimension of any size; a graph's output

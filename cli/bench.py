@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 EPILOG = """examples:
   nextclick bench                          # engine + HTTP, 1 and 2 workers
   nextclick bench --engine-only --items 1000000
@@ -23,36 +25,37 @@ EPILOG = """examples:
 
 def register(subparsers: Any, help_text: str) -> None:
     parser = subparsers.add_parser(
-        "bench", help=help_text, description=__doc__, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="hrnn-init",
+        "bench", help=help_text, description=describe(__doc__), epilog=EPILOG,
+        formatter_class=HelpFormatter)
+    parser.add_argument("--models", default="hrnn-init", metavar="NAME,...",
                         help="comma-separated models to time (random weights; default "
                              "hrnn-init); the HTTP part serves the first")
-    parser.add_argument("--items", type=int, default=40_000,
+    parser.add_argument("--items", type=int, default=40_000, metavar="N",
                         help="catalogue size of the benchmark model (default 40000)")
-    parser.add_argument("--clicks", type=int, default=2_000,
+    parser.add_argument("--clicks", type=int, default=2_000, metavar="N",
                         help="clicks timed on the engine alone (default 2000)")
-    parser.add_argument("--requests", type=int, default=4_000,
+    parser.add_argument("--requests", type=int, default=4_000, metavar="N",
                         help="HTTP requests per measurement (default 4000)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32],
-                        help="concurrent clients, one measurement each (default 1 32)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
-                        help="server worker processes, one server each (default 1 2)")
-    parser.add_argument("--k", type=int, default=20, help="list length (default 20)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32], metavar="N",
+                        help="concurrent clients, one measurement each (default: 1 and 32)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], metavar="N",
+                        help="server worker processes, one server each (default: 1 and 2)")
+    parser.add_argument("--k", type=int, default=20, metavar="N",
+                        help="list length (default 20)")
     parser.add_argument("--engine-only", action="store_true", help="skip the HTTP part")
     parser.add_argument("--cas", action="store_true",
                         help="only compare WATCH/MULTI with a Lua compare-and-set on Redis")
-    parser.add_argument("--cas-clients", type=int, default=16,
+    parser.add_argument("--cas-clients", type=int, default=16, metavar="N",
                         help="concurrent writers for --cas (default 16)")
-    parser.add_argument("--cas-updates", type=int, default=500,
+    parser.add_argument("--cas-updates", type=int, default=500, metavar="N",
                         help="updates per writer for --cas (default 500)")
     parser.add_argument("--memory", action="store_true",
                         help="only measure Redis memory per session and per user")
-    parser.add_argument("--memory-users", type=int, default=200,
+    parser.add_argument("--memory-users", type=int, default=200, metavar="N",
                         help="users for --memory (default 200)")
-    parser.add_argument("--memory-clicks", type=int, default=10,
+    parser.add_argument("--memory-clicks", type=int, default=10, metavar="N",
                         help="clicks per session for --memory (default 10)")
-    parser.add_argument("--out", default="reports/bench.json",
+    parser.add_argument("--out", default="reports/bench.json", metavar="FILE",
                         help="where to write the results (default reports/bench.json)")
     parser.set_defaults(func=run)
 

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 EPILOG = """examples:
-  nextclick benchmark --data data/yoochoose --models all --out reports/yoochoose --threads 1
+  nextclick benchmark --data data/yoochoose --models all --out reports/yoochoose
   nextclick benchmark --data data/tmall --models narm,gru4rec --epochs narm=8,*=2 --out reports/t
 
 Finished runs are cached under OUT/runs/<model>/ and reused by a later call with the same
@@ -21,39 +23,54 @@ def register(subparsers: Any, help_text: str) -> None:
     from training.evaluation.metrics import TIE_POLICIES
 
     parser = subparsers.add_parser(
-        "benchmark", help=help_text, description=__doc__, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="prepared dataset folder")
-    parser.add_argument("--models", default="all",
+        "benchmark", help=help_text, description=describe(__doc__), epilog=EPILOG,
+        formatter_class=HelpFormatter)
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="dataset folder written by `nextclick prepare`")
+    parser.add_argument("--models", default="all", metavar="NAME,...",
                         help="'all' or a comma-separated list of model names (default all)")
-    parser.add_argument("--out", required=True, help="report folder, e.g. reports/tmall")
-    parser.add_argument("--epochs", default=None,
-                        help="epoch cap: N for every model, or per model 'narm=3,hln=1,*=2'")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="report folder, e.g. reports/tmall")
+    parser.add_argument("--epochs", default=None, metavar="CAP",
+                        help="most epochs: N for every model, or per model "
+                             "'narm=3,hln=1,*=2' (default: each model's paper setting)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="random seed (default 0)")
     parser.add_argument("--refit", action="store_true",
                         help="retrain each model on all training sessions for the epochs "
                              "validation picked")
-    parser.add_argument("--max-valid-sessions", type=int, default=None,
+    parser.add_argument("--max-valid-sessions", type=int, default=None, metavar="N",
                         help="validation sessions scored per epoch (default 10000)")
-    parser.add_argument("--max-sessions", type=int, default=None,
-                        help="score a fixed random subset of the test sessions")
+    parser.add_argument("--max-sessions", type=int, default=None, metavar="N",
+                        help="score a fixed random subset of this many test sessions "
+                             "(default: all)")
     parser.add_argument("--tie-policy", choices=TIE_POLICIES, default="pessimistic",
-                        help="how equal scores rank (default pessimistic)")
-    parser.add_argument("--metric", default="mrr@20",
-                        help="ranking and significance metric, recall@K or mrr@K with K <= 20")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--latency-clicks", type=int, default=200,
+                        metavar="POLICY",
+                        help=f"where a target ranks among items with its score: "
+                             f"{', '.join(TIE_POLICIES)} (default pessimistic: below them)")
+    parser.add_argument("--metric", default="mrr@20", metavar="METRIC",
+                        help="metric that ranks the models and is tested for significance: "
+                             "recall@K or mrr@K with K <= 20 (default mrr@20)")
+    parser.add_argument("--device", default="cpu", metavar="DEVICE",
+                        help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default 1, the fastest for these small "
+                             "models; a warning says when other work keeps the cores busy)")
+    parser.add_argument("--latency-clicks", type=int, default=200, metavar="N",
                         help="clicks timed per model, 0 to skip (default 200)")
-    parser.add_argument("--bootstrap", type=int, default=2000,
+    parser.add_argument("--bootstrap", type=int, default=2000, metavar="N",
                         help="bootstrap resamples of the significance test (default 2000)")
     parser.add_argument("--force", action="store_true", help="retrain cached runs too")
     parser.add_argument("--peers", choices=("none", "recbole"), default="none",
-                        help="also train RecBole's models on the same split")
-    parser.add_argument("--peer-epochs", default="10",
-                        help="RecBole epochs: N, or per model 'NARM=30,GRU4Rec=100'")
-    parser.add_argument("--peer-venv", default="var/peers/recbole",
-                        help="RecBole's own virtual environment (made when missing)")
+                        metavar="WHICH",
+                        help="recbole: also train RecBole's models on the same split "
+                             "(default none)")
+    parser.add_argument("--peer-epochs", default="10", metavar="CAP",
+                        help="RecBole epochs: N, or per model 'NARM=30,GRU4Rec=100' "
+                             "(default 10)")
+    parser.add_argument("--peer-venv", default="var/peers/recbole", metavar="DIR",
+                        help="RecBole's own virtual environment, made when missing "
+                             "(default var/peers/recbole)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -61,13 +78,9 @@ def register(subparsers: Any, help_text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from models import registry
     from training.benchmark.runner import benchmark
+    from training.fit.threads import apply_threads
 
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads, warn=not args.quiet)
     if args.models.strip() == "all":
         models = registry.available()
     else:

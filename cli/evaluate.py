@@ -8,6 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 
 def _ks(text: str) -> tuple[int, ...]:
     from training.evaluation.metrics import check_ks
@@ -34,27 +36,32 @@ def register(subparsers: Any, help_text: str) -> None:
     from training.evaluation.metrics import TIE_POLICIES
 
     parser = subparsers.add_parser(
-        "evaluate", help=help_text, description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "evaluate", help=help_text, description=describe(__doc__),
+        formatter_class=HelpFormatter,
         epilog="example:\n  nextclick evaluate --run runs/hrnn-init --ks 5,10,20")
-    parser.add_argument("--run", required=True, type=Path, help="run folder written by train")
-    parser.add_argument("--split", choices=("test", "valid"), default="test",
-                        help="which sessions to score (default test)")
-    parser.add_argument("--data", type=Path, default=None,
+    parser.add_argument("--run", required=True, type=Path, metavar="DIR",
+                        help="run folder written by `nextclick train`")
+    parser.add_argument("--split", choices=("test", "valid"), default="test", metavar="SPLIT",
+                        help="sessions to score: test or valid (default test)")
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
                         help="dataset folder (default: the one the run was trained on)")
-    parser.add_argument("--ks", type=_ks, default=(5, 10, 20),
-                        help="list lengths to report, e.g. 5,10,20")
+    parser.add_argument("--ks", type=_ks, default=(5, 10, 20), metavar="K,...",
+                        help="list lengths to report (default 5,10,20)")
     parser.add_argument("--tie-policy", choices=TIE_POLICIES, default="pessimistic",
-                        help="how equal scores rank (default pessimistic)")
-    parser.add_argument("--batch-size", type=_positive_int, default=256,
+                        metavar="POLICY",
+                        help=f"where a target ranks among items with its score: "
+                             f"{', '.join(TIE_POLICIES)} (default pessimistic: below them)")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="N",
                         help="sessions scored side by side (default 256)")
-    parser.add_argument("--max-sessions", type=_positive_int, default=None,
-                        help="score a fixed random subset of this many sessions")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--max-sessions", type=_positive_int, default=None, metavar="N",
+                        help="score a fixed random subset of this many sessions (default: "
+                             "all)")
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="cpu, cuda or cuda:N (default auto: cuda when available)")
     parser.add_argument("--no-plots", action="store_true", help="skip report.md and plots")
     parser.add_argument("--ignore-history", action="store_true",
-                        help="start every session from an empty user state (what does "
-                             "history add?); writes RUN/metrics.no-history.json")
+                        help="start every session without the user's history, to see what "
+                             "history adds; writes RUN/metrics.no-history.json")
     parser.set_defaults(func=run)
 
 

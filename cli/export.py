@@ -1,6 +1,7 @@
-"""``nextclick export``: export a trained run to a serving bundle,
-OUT/<model>/<version>/ (start/advance/score/end.onnx, items.txt, popular.json,
-manifest.json). Nothing is written unless ONNX Runtime reproduces PyTorch within 1e-4."""
+"""``nextclick export``: export a trained run to a serving bundle, OUT/<model>/<version>/:
+the ONNX graphs, the item list, the most popular items, the item catalogue when the
+dataset has one, and a manifest. Nothing is written unless ONNX Runtime reproduces PyTorch
+within 1e-4."""
 
 from __future__ import annotations
 
@@ -9,20 +10,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 
 def register(subparsers: Any, help_text: str) -> None:
     parser = subparsers.add_parser(
-        "export", help=help_text, description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "export", help=help_text, description=describe(__doc__),
+        formatter_class=HelpFormatter,
         epilog="example:\n  nextclick export --run runs/hrnn-init --out artifacts --version v1")
-    parser.add_argument("--run", required=True, type=Path, help="run folder written by train")
-    parser.add_argument("--out", type=Path, default=Path("artifacts"),
-                        help="artifacts folder (default artifacts/)")
-    parser.add_argument("--version", default=None,
-                        help="bundle version (default: the UTC time, YYYYMMDDTHHMMSSZ)")
+    parser.add_argument("--run", required=True, type=Path, metavar="DIR",
+                        help="run folder written by `nextclick train`")
+    parser.add_argument("--out", type=Path, default=Path("artifacts"), metavar="DIR",
+                        help="artifacts folder that `nextclick serve` reads (default "
+                             "artifacts)")
+    parser.add_argument("--version", default=None, metavar="NAME",
+                        help="bundle version (default: the UTC time, YYYYMMDDTHHMMSSZ); the "
+                             "service serves the latest")
     parser.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
-                        help="torch.onnx exporter (default torchscript; dynamo mis-exports "
-                             "nn.GRU in torch 2.13)")
+                        metavar="NAME",
+                        help="torch.onnx exporter: torchscript or dynamo (default "
+                             "torchscript; dynamo mis-exports GRUs in torch 2.13)")
     parser.set_defaults(func=run)
 
 

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from cli.helptext import HelpFormatter, describe
+
 # subcommand -> (module defining ``register(subparsers)``, one-line help). Only the module
 # of the command being run is imported, so ``nextclick serve`` never loads torch.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -14,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cli.train", "train a model on a prepared dataset"),
     "evaluate": ("cli.evaluate", "full-ranking evaluation of a trained run"),
     "export": ("cli.export", "export a trained run as an ONNX serving bundle"),
-    "serve": ("cli.serve", "run the recommendation API"),
+    "serve": ("cli.serve", "run the recommendation API, its demo page and its docs"),
     "bench": ("cli.bench", "load-test the serving path (engine, HTTP, Redis)"),
     "benchmark": ("cli.benchmark", "train and compare models on one dataset, with a report"),
     "readme-results": ("cli.readme_results",
@@ -25,15 +27,16 @@ EPILOG = """examples:
   nextclick synth --out data/synth.csv --seed 7
   nextclick prepare --format csv --input data/synth.csv --protocol last-session --out data/synth
   nextclick train --model hrnn-init --data data/synth --out runs/hrnn-init
+  nextclick evaluate --run runs/hrnn-init
   nextclick export --run runs/hrnn-init --out artifacts
-  nextclick serve --artifacts artifacts
+  nextclick serve --artifacts artifacts     # then open http://127.0.0.1:8000/
 
 Run `nextclick COMMAND --help` for the options of a command."""
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nextclick", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="nextclick", description=describe(__doc__),
+                                     epilog=EPILOG, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():

@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 
 def register(subparsers: Any, help_text: str) -> None:
     parser = subparsers.add_parser(
-        "readme-results", help=help_text, description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "readme-results", help=help_text, description=describe(__doc__),
+        formatter_class=HelpFormatter,
         epilog="example:\n  nextclick readme-results --check   # exit 1 when the block is stale")
     parser.add_argument("--file", "--readme", dest="file", default="docs/results.md",
+                        metavar="FILE",
                         help="the page holding the block (default docs/results.md)")
     parser.add_argument("--check", action="store_true",
                         help="only compare; exit 1 when the block is stale")

@@ -1,6 +1,6 @@
-"""``nextclick serve``: run the recommendation API on the exported bundles, with an
-embedded Redis (data under ./var) unless --redis-url names one. Settings not given here
-come from NEXTCLICK_* environment variables (docs/operations.md)."""
+"""``nextclick serve``: run the recommendation API, with its demo page and API docs, on the
+exported bundles, with an embedded Redis (data under var/) unless --redis-url names one.
+Settings not given here come from NEXTCLICK_* environment variables (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,37 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 EPILOG = """examples:
-  nextclick serve                                   # artifacts/ on 127.0.0.1:8000
+  nextclick serve                # artifacts/ on http://127.0.0.1:8000 (demo page at /)
   nextclick serve --workers 2 --redis-url redis://localhost:6379/0"""
 
 
 def register(subparsers: Any, help_text: str) -> None:
     parser = subparsers.add_parser(
-        "serve", help=help_text, description=__doc__, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifacts", type=Path, default=None,
+        "serve", help=help_text, description=describe(__doc__), epilog=EPILOG,
+        formatter_class=HelpFormatter)
+    parser.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
                         help="folder of exported bundles (default: $NEXTCLICK_ARTIFACTS_DIR "
-                             "or ./artifacts)")
-    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
-    parser.add_argument("--workers", type=int, default=None,
+                             "or artifacts)")
+    parser.add_argument("--host", default=None, metavar="ADDRESS",
+                        help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, metavar="N",
+                        help="TCP port (default 8000)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="worker processes (default 1)")
-    parser.add_argument("--redis-url", default=None,
-                        help="external Redis (redis://, rediss://, redis+cluster://); "
-                             "default: start an embedded redis-server under --data-dir")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="embedded Redis data folder parent (default ./var)")
-    parser.add_argument("--model", default=None, help="default model name")
-    parser.add_argument("--log-level", default="info",
-                        choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--redis-url", default=None, metavar="URL",
+                        help="external Redis: redis://, rediss:// or redis+cluster:// "
+                             "(default: start an embedded redis-server under --data-dir)")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="where the embedded Redis keeps its data (default var)")
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="model for requests that name none (default: the first loaded "
+                             "of hrnn-init, hrnn-all, gru4rec, pop, else the first by name)")
+    parser.add_argument("--log-level", default="info", metavar="LEVEL",
+                        choices=["critical", "error", "warning", "info", "debug"],
+                        help="critical, error, warning, info or debug (default info)")
     parser.add_argument("--access-log", action="store_true",
                         help="log every request (off by default; /metrics counts requests)")
     parser.set_defaults(func=run)

@@ -26,9 +26,13 @@ from torch import Tensor, nn
 
 from bundle import StateSpec  # the manifest's state tensor spec (torch-free)
 
-__all__ = ["ModelConfig", "SessionModel", "State", "StateSpec", "spec_zeros"]
+__all__ = ["USER_BATCHINGS", "ModelConfig", "SessionModel", "State", "StateSpec",
+           "spec_zeros"]
 
 State = dict[str, Tensor]
+
+#: batchings of the models that learn from user ids: they cannot train on user-less data
+USER_BATCHINGS = ("user-parallel", "user-sequence")
 
 
 def spec_zeros(spec: StateSpec, batch_size: int, device: torch.device | None = None) -> Tensor:
@@ -55,6 +59,12 @@ class SessionModel(nn.Module):
     #: (HRNN), "user-sequence" (user-parallel plus user ids: RUM, BPR-MF, FPMC), "prefix"
     #: (NARM-style prefix augmentation) or "counts" (non-neural fit).
     batching: ClassVar[str] = "session-parallel"
+
+    @classmethod
+    def needs_users(cls) -> bool:
+        """True for models that learn from user ids (HRNN, RUM, BPR-MF, FPMC): a dataset
+        without users leaves them nothing to learn."""
+        return cls.batching in USER_BATCHINGS
 
     def __init__(self, n_items: int, n_users: int, config: ModelConfig | None = None):
         super().__init__()

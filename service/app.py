@@ -13,12 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from importlib import resources
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import pages
 from service.embedded import EmbeddedRedis
 from service.errors import error_body, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
@@ -92,14 +91,6 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-def _demo_page() -> str:
-    try:
-        return resources.files("service").joinpath("static", "index.html").read_text(
-            encoding="utf-8")
-    except (FileNotFoundError, OSError):
-        return "<!doctype html><title>nextclick</title><p>nextclick is running: see /docs"
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` defaults to ``Settings()`` (the environment)."""
     settings = settings if settings is not None else Settings()
@@ -142,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="nextclick", version="0.1.0", lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served by service.pages from packaged assets
         description="Session-based next-item recommendations: every click answers the "
                     "top-K next items; sessions and user state live in Redis.")
     app.state.settings = settings
@@ -149,10 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(public)
     app.include_router(api)
-
-    @app.get("/", include_in_schema=False)
-    async def demo() -> HTMLResponse:
-        return HTMLResponse(_demo_page())
+    app.include_router(pages.router)  # demo page, /catalog, offline /docs and /redoc
 
     # Outermost first: metrics time everything, including refused bodies.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -14,7 +14,7 @@ import redis
 
 from service.embedded import EmbeddedRedis
 from service.settings import Settings
-from tests.helpers import ITEMS, N_ITEMS, N_USERS, POPULAR
+from tests.helpers import ITEMS, N_ITEMS, N_USERS, POPULAR, catalog_entries
 from tests.servers import LiveServer, RedisClusterServers
 
 
@@ -73,6 +73,23 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_bundle(hrnn, ITEMS, root, version="v1", popular=POPULAR)
     gru = registry.build("gru4rec", N_ITEMS, N_USERS, hidden_size=16)
     export_bundle(gru, ITEMS, root, version="v1", popular=POPULAR)
+    return root
+
+
+@pytest.fixture(scope="session")
+def catalog_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``artifacts``, and each bundle has a catalogue (titles and categories)."""
+    import torch
+
+    from models import registry
+    from training.export.writer import export_bundle
+
+    root = tmp_path_factory.mktemp("catalog-artifacts")
+    torch.manual_seed(0)
+    hrnn = registry.build("hrnn-init", N_ITEMS, N_USERS, hidden_size=16, user_hidden_size=16)
+    export_bundle(hrnn, ITEMS, root, version="v1", popular=POPULAR, catalog=catalog_entries())
+    gru = registry.build("gru4rec", N_ITEMS, N_USERS, hidden_size=16)
+    export_bundle(gru, ITEMS, root, version="v1", popular=POPULAR, catalog=catalog_entries())
     return root
 
 

@@ -6,6 +6,7 @@ import random
 
 import polars as pl
 
+from bundle import CatalogEntry
 from training.data.dataset import TEST_SCHEMA, TRAIN_SCHEMA, PreparedDataset
 
 
@@ -50,3 +51,10 @@ N_ITEMS = 40
 N_USERS = 10
 ITEMS = [f"i{index}" for index in range(1, N_ITEMS + 1)]
 POPULAR = [(item, 1000 - index) for index, item in enumerate(ITEMS)]
+
+
+def catalog_entries() -> list[CatalogEntry]:
+    """Titles for ``ITEMS`` in the synthetic data's style: four categories of ten items."""
+    themes = ("Jazz album", "Trail running shoe", "Sci-fi novel", "Espresso machine")
+    return [CatalogEntry(item, f"{themes[index % 4]} #{index // 4 + 1}", themes[index % 4])
+            for index, item in enumerate(ITEMS)]

@@ -51,10 +51,6 @@ from training.evaluation.statistics import compare_pair, per_case
 KS = tuple(range(1, 21))
 
 
-#: batchings of the models that learn from user ids (skipped on user-less data)
-USER_BATCHINGS = ("user-parallel", "user-sequence")
-
-
 RESULT = "result.json"
 
 
@@ -219,7 +215,7 @@ def benchmark(data: Path, models: list[str], out: Path, *,
     skipped: dict[str, str] = {}
     if dataset.n_users == 0:
         for name in models:
-            if registry.get(name).batching in USER_BATCHINGS:
+            if registry.get(name).needs_users():
                 skipped[name] = "learns from user ids; this dataset has none"
     bar = tqdm([n for n in models if n not in skipped], desc="benchmark", unit="model",
                disable=not progress, file=sys.stderr)

@@ -7,6 +7,7 @@ Layout of ``DIR/``::
     items.txt       raw item id of index i on line i (1-based; index 0 = padding, no line)
     users.txt       raw user id of index i on line i (1-based; index 0 = anonymous)
     stats.json      format, protocol, options, counts, fingerprint, created
+    catalog.csv     optional: item_id,title,category for display (``training.data.catalog``)
 
 Rows are ordered by user, then session start time, then click order within a session;
 ``session`` is a dense index unique across both files. ``valid`` marks training sessions

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from training.data.catalog import find_catalog, read_catalog_file, restrict_catalog, save_catalog
 from training.data.dataset import PreparedDataset
 from training.data.filters import FilterReport, apply_filters, restrict_to_items
 from training.data.readers import SYNTHETIC_EPOCH, ReaderOptions, read_events
@@ -291,15 +292,25 @@ def summary(dataset: PreparedDataset) -> str:
         f"{valid['sessions']:,} sessions; test {test['events']:,} events in "
         f"{test['sessions']:,} sessions ({test['users']:,} users) with "
         f"{test['targets']:,} targets. Fingerprint {dataset.fingerprint or '-'}."
+        + (f" Catalogue: titles for {stats['catalog']['items']:,} items from "
+           f"{stats['catalog']['source']}." if stats.get("catalog") else "")
     )
 
 
 def prepare_files(input_path: Path, fmt: str, options: PrepareOptions,
                   reader_options: ReaderOptions, out: Path,
-                  test_path: Path | None = None) -> PreparedDataset:
+                  test_path: Path | None = None, catalog_path: Path | None = None,
+                  find_catalog_file: bool = True) -> PreparedDataset:
     """Read a click log (and, for ``given``, its test file), prepare it and save the
-    dataset folder ``out``. Options are checked before a big file is read."""
+    dataset folder ``out``. Options are checked before a big file is read.
+
+    The item catalogue (titles for display) is ``catalog_path``, else, when
+    ``find_catalog_file``, the one next to the log (``training.data.catalog``); it is
+    kept as ``out/catalog.csv`` and counted in ``stats.json``."""
     options.resolved(fmt)
+    if catalog_path is None and find_catalog_file:
+        catalog_path = find_catalog(input_path, fmt)
+    catalog = read_catalog_file(catalog_path) if catalog_path is not None else None
     if options.protocol != "given" and test_path is not None:
         raise ValueError("--test is only used with --protocol given")
     if options.protocol == "given" and test_path is None:
@@ -322,5 +333,9 @@ def prepare_files(input_path: Path, fmt: str, options: PrepareOptions,
     coded = encode_events(events, test_events, options.session_gap)
     del events, test_events
     dataset = prepare_dataset(coded, options, fmt=fmt, sources=sources)
+    if catalog is not None:
+        catalog = restrict_catalog(catalog, dataset.items)
+        dataset.stats["catalog"] = {"source": str(catalog_path), "items": catalog.height}
     dataset.save(out)
+    save_catalog(catalog, out)
     return dataset

@@ -87,10 +87,61 @@ def _check_file(path: Path) -> None:
         raise FileNotFoundError(f"{path}: not readable")
 
 
+#: leading bytes of the compressed and binary formats people hand to a text reader
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed: decompress it first, e.g. gunzip"),
+    (b"PK\x03\x04", "a zip archive: extract the file first"),
+    (b"BZh", "bzip2-compressed: decompress it first, e.g. bunzip2"),
+    (b"\xfd7zXZ\x00", "xz-compressed: decompress it first, e.g. unxz"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed: decompress it first, e.g. unzstd"),
+    (b"PAR1", "a Parquet file: write it as CSV first"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive: extract the file first"),
+)
+
+
+def check_text_file(path: Path) -> None:
+    """Raise ``ValueError("PATH: not a text file (why)")`` unless ``path`` is UTF-8 text
+    (a UTF-8 byte-order mark is fine): compressed files, archives, binary data and other
+    encodings are named instead of being parsed into garbage ids. One streaming pass; the
+    incremental decoder never splits a character across read blocks."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    lines = 1
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        for magic, what in _MAGIC:
+            if head.startswith(magic):
+                raise ValueError(f"{path}: not a text file ({what})")
+        handle.seek(0)
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                line = lines + block.count(b"\n", 0, nul)
+                raise ValueError(f"{path}: not a text file (binary data: a NUL byte at "
+                                 f"line {line}, byte {offset + nul})")
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                data = exc.object  # the decoder's carried-over bytes + this block
+                line = lines + data.count(b"\n", 0, exc.start)
+                raise ValueError(
+                    f"{path}: not a text file (not UTF-8: byte 0x{data[exc.start]:02x} at "
+                    f"line {line}; convert it, e.g. iconv -f latin1 -t utf-8)") from None
+            offset += len(block)
+            lines += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file (not UTF-8: the file ends inside a "
+                             "character)") from None
+
+
 def _head_lines(path: Path, n: int = 5) -> list[str]:
     """The first ``n`` non-empty lines (decoded leniently: only used for sniffing)."""
     lines: list[str] = []
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
         for line in handle:
             stripped = line.rstrip("\r\n")
             if stripped:
@@ -146,7 +197,7 @@ def _column_count_error(path: Path, sep: str, expected: int, has_header: bool,
     """Scan the file with the csv module for the first record whose field count is not
     ``expected``; the message names the file and 1-based line. Only run after polars has
     failed (or found a null where a value is required), so its cost is paid on errors."""
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
         reader = csv.reader(handle, delimiter=sep)
         record = -1 if has_header else 0
         for fields in reader:
@@ -167,7 +218,7 @@ def _line_of_row(path: Path, row: int, has_header: bool) -> int:
     CSV parser does."""
     target = row + (1 if has_header else 0)
     seen = -1
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 seen += 1
@@ -350,7 +401,7 @@ def _count_lines(path: Path) -> int:
 
 
 def _raw_field(path: Path, spec: _Delimited, line: int) -> str:
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
         for number, text in enumerate(handle, start=1):
             if number == line:
                 fields = next(csv.reader(io.StringIO(text), delimiter=spec.sep), [])
@@ -657,6 +708,7 @@ def read_events(path: str | Path, fmt: str, options: ReaderOptions | None = None
                          f"{', '.join(TIME_UNITS)}")
     if source.stat().st_size == 0:
         raise ValueError(f"{source}: the file is empty")
+    check_text_file(source)
     if fmt == "sessions" and test:
         return read_prefix_label(source, opts)
     frame: pl.DataFrame = _READERS[fmt](source, opts)

@@ -41,8 +41,9 @@ user history is predictive); see the README for what the neural models make of i
 
 Output: CSV ``user_id,session_id,item_id,timestamp`` (read by ``nextclick prepare
 --format csv`` with the default column mapping) and, unless ``--no-items``, an
-``items.csv`` sidecar (``item_id,cluster,title,popularity``) with readable titles such as
-"Jazz album #12" for the demo page.
+``items.csv`` sidecar (``item_id,cluster,title,category,popularity``) with readable titles
+such as "Jazz album #12" (category "Jazz album") for the demo page; ``nextclick prepare``
+keeps it in the dataset folder and ``nextclick export`` in the bundle.
 """
 
 from __future__ import annotations
@@ -209,11 +210,12 @@ def generate(cfg: SynthConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
         "item_id": [f"i{i + 1:0{width_i}d}" for i in items],
         "timestamp": np.round(np.asarray(times), 3),
     })
-    titles = _titles(cat, cfg, width_i)
+    titles, categories = _titles(cat, cfg)
     catalog = pl.DataFrame({
         "item_id": [f"i{i + 1:0{width_i}d}" for i in range(cfg.items)],
         "cluster": cat.cluster_of.astype(np.int64),
         "title": titles,
+        "category": categories,
         "popularity": np.round(cat.popularity, 8),
     })
     return events, catalog
@@ -316,9 +318,11 @@ def _successor_weights(cfg: SynthConfig) -> np.ndarray:
     return _SUCCESSOR_WEIGHT_CACHE[k]
 
 
-def _titles(cat: Catalog, cfg: SynthConfig, width: int) -> list[str]:
+def _titles(cat: Catalog, cfg: SynthConfig) -> tuple[list[str], list[str]]:
+    """(title, category) per item: the category is the cluster's theme."""
     counters = [0] * cfg.clusters
     titles: list[str] = []
+    categories: list[str] = []
     for item in range(cfg.items):
         cluster = int(cat.cluster_of[item])
         counters[cluster] += 1
@@ -326,7 +330,8 @@ def _titles(cat: Catalog, cfg: SynthConfig, width: int) -> list[str]:
         if cluster >= len(THEMES):
             theme = f"{theme} ({cluster // len(THEMES) + 1})"
         titles.append(f"{theme} #{counters[cluster]}")
-    return titles
+        categories.append(theme)
+    return titles, categories
 
 
 def write(events: pl.DataFrame, catalog: pl.DataFrame | None, out: Path) -> Path | None:

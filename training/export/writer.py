@@ -1,7 +1,8 @@
 """Write a serving bundle: export the graphs, gate them by parity, add the item vocabulary,
-the popularity list and the manifest (``bundle``), all in a hidden staging folder that is
-renamed into place only after the check passes, so a failed or interrupted export never
-leaves a half-written bundle the engine could pick up.
+the popularity list, the item catalogue when the dataset has one, and the manifest
+(``bundle``), all in a hidden staging folder that is renamed into place only after the
+check passes, so a failed or interrupted export never leaves a half-written bundle the
+engine could pick up.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import onnxruntime as ort
 import torch
 
 from bundle import (
+    CATALOG_FILE,
     ITEMS_FILE,
     POPULAR_FILE,
     VERSION_PATTERN,
     BundleError,
+    CatalogEntry,
     Manifest,
     sha256_file,
+    write_catalog,
     write_items,
     write_popular,
 )
@@ -53,14 +57,16 @@ def _library_versions() -> dict[str, str]:
 def export_bundle(model: SessionModel, items: list[str], out_root: Path, *,
                   version: str | None = None, popular: list[tuple[str, int]] | None = None,
                   metrics: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
-                  exporter: str = EXPORTER) -> Path:
+                  exporter: str = EXPORTER,
+                  catalog: Sequence[CatalogEntry] | None = None) -> Path:
     """Export ``model`` to ``out_root/<model.name>/<version>/`` and return that path.
 
     ``items[i - 1]`` is the raw id of item index ``i``; ``popular`` is (raw id, count),
     most popular first (at most ``POPULAR_LIMIT`` kept); ``data`` is ``{"path",
-    "fingerprint", "stats"}`` of the training dataset. Raises ``ExportError`` on a parity
-    failure, a vocabulary that does not match the model, or an existing explicit version;
-    nothing is left behind on failure."""
+    "fingerprint", "stats"}`` of the training dataset; ``catalog`` (optional) titles the
+    items for display (``catalog.json``; entries for ids outside ``items`` are dropped).
+    Raises ``ExportError`` on a parity failure, a vocabulary that does not match the model,
+    or an existing explicit version; nothing is left behind on failure."""
     if len(items) != model.n_items:
         raise ExportError(f"{model.name}: vocabulary has {len(items)} items but the model "
                           f"was built for n_items={model.n_items}")
@@ -86,6 +92,13 @@ def export_bundle(model: SessionModel, items: list[str], out_root: Path, *,
         except BundleError as exc:
             raise ExportError(str(exc)) from None
         write_popular(staging / POPULAR_FILE, (popular or [])[:POPULAR_LIMIT])
+        if catalog:
+            known = set(items)
+            try:
+                write_catalog(staging / CATALOG_FILE,
+                              (entry for entry in catalog if entry.item_id in known))
+            except BundleError as exc:
+                raise ExportError(str(exc)) from None
         files = {path.name: sha256_file(path) for path in sorted(staging.iterdir())}
         version_name = version or _default_version()
         target = _claim_target(model_root, version_name, explicit=version is not None)
@@ -180,4 +193,17 @@ def export_run(run_dir: Path, out_root: Path, *, version: str | None = None,
     data = {"path": str(dataset_path), "fingerprint": dataset.fingerprint,
             "stats": dataset.stats}
     return export_bundle(model, dataset.items, out_root, version=version, popular=popular,
-                         metrics=metrics, data=data, exporter=exporter)
+                         metrics=metrics, data=data, exporter=exporter,
+                         catalog=dataset_catalog(Path(dataset_path)))
+
+
+def dataset_catalog(folder: Path) -> list[CatalogEntry] | None:
+    """The prepared dataset's ``catalog.csv`` as bundle catalogue entries, or None."""
+    from training.data.catalog import load_catalog
+
+    frame = load_catalog(folder)
+    if frame is None:
+        return None
+    return [CatalogEntry(item_id, title, category or None)
+            for item_id, title, category in frame.select("item_id", "title", "category")
+            .iter_rows()]

@@ -98,6 +98,17 @@ def validate(model: SessionModel, dataset: PreparedDataset, metric: str,
             if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
+def check_trainable(model: str | type[SessionModel], dataset: PreparedDataset) -> None:
+    """Raise ``ValueError`` (one line) when ``model`` cannot learn from ``dataset``: a model
+    that learns from user ids on a dataset without users."""
+    model_class = registry.get(model) if isinstance(model, str) else model
+    if model_class.needs_users() and dataset.n_users == 0:
+        where = f"{dataset.path}" if dataset.path else "the dataset"
+        raise ValueError(f"{model_class.name} learns from user ids, but {where} has no users "
+                         "(its click log had no user column); train a session model "
+                         "instead, e.g. gru4rec or narm")
+
+
 def train(model_name: str | type[SessionModel], dataset: PreparedDataset,
           run_dir: str | Path, *,
           epochs: int | None = None, seed: int = 0, overrides: dict[str, Any] | None = None,
@@ -111,7 +122,11 @@ def train(model_name: str | type[SessionModel], dataset: PreparedDataset,
     for that many epochs on *all* training sessions, the validation ones included, and
     checkpoint that one. The validation split is the latest part of the training data,
     the part closest to the test period, so on drifting data a model that never sees it
-    loses accuracy (tmall-benchmark: POP 1.97 -> 1.11 Recall@20 without it)."""
+    loses accuracy (tmall-benchmark: POP 1.97 -> 1.11 Recall@20 without it).
+
+    Raises ``ValueError`` (one line) for a model that learns from user ids on a dataset
+    without users."""
+    check_trainable(model_name, dataset)
     model, info = _train(model_name, dataset, run_dir, epochs=epochs, seed=seed,
                          overrides=overrides, patience=patience, device=device, metric=metric,
                          max_valid_sessions=max_valid_sessions, shuffle=shuffle,

@@ -197,3 +197,51 @@ def test_wrong_format_and_missing_file(tmp_path: Path) -> None:
     empty = write(tmp_path / "empty.csv", "")
     with pytest.raises(ValueError, match="empty"):
         read_events(empty, "csv")
+
+
+def test_binary_and_non_utf8_files_are_named_not_dumped(tmp_path: Path) -> None:
+    import gzip
+
+    text = "user_id,item_id,timestamp\nu1,i1,100\nu1,i2,160\n"
+    packed = tmp_path / "clicks.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    with pytest.raises(ValueError) as info:
+        read_events(packed, "csv")
+    message = str(info.value)
+    assert message == f"{packed}: not a text file (gzip-compressed: decompress it first, e.g. " \
+                      "gunzip)"
+
+    latin = tmp_path / "titles.csv"
+    latin.write_bytes(("user_id,item_id,timestamp\nu1,i1,100\nu1,caf\u00e9,160\n")
+                      .encode("latin-1"))
+    with pytest.raises(ValueError) as info:
+        read_events(latin, "csv")
+    message = str(info.value)
+    assert message.startswith(f"{latin}: not a text file (not UTF-8: byte 0xe9 at line 3;")
+    assert "\n" not in message and "\ufffd" not in message
+
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"user_id,item_id\n\x00\x01\x02")
+    with pytest.raises(ValueError, match=r"model\.bin: not a text file \(binary data: a NUL "
+                                         r"byte at line 2"):
+        read_events(binary, "sessions")
+    # the same file as UTF-8, with a byte-order mark, reads
+    good = tmp_path / "good.csv"
+    good.write_bytes(b"\xef\xbb\xbf" + text.replace("i2", "caf\u00e9").encode("utf-8"))
+    assert read_events(good, "csv")["item_id"].to_list() == ["i1", "caf\u00e9"]
+
+
+def test_prepare_reports_a_gzip_file_in_one_line(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    from cli.main import main
+
+    packed = tmp_path / "ratings.csv.gz"
+    packed.write_bytes(gzip.compress(b"userId,movieId,rating,timestamp\n1,2,3.0,4\n"))
+    code = main(["prepare", "--format", "movielens", "--input", str(packed), "--protocol",
+                 "last-session", "--out", str(tmp_path / "out")])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"nextclick prepare: error: {packed}: not a text file (gzip-compressed: " \
+                    "decompress it first, e.g. gunzip)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
@@ -134,3 +135,27 @@ def test_refit_retrains_on_the_validation_sessions_too(data_dir: Path, tmp_path:
     assert float(counts.counts.sum()) == all_clicks  # type: ignore[union-attr]
     fitted, _ = train("pop", dataset, tmp_path / "pop0", progress=False)
     assert float(fitted.counts.sum()) == dataset.train.filter(~dataset.train["valid"]).height  # type: ignore[union-attr]
+
+
+def test_user_models_refuse_a_dataset_without_users(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """HRNN and RUM learn from user ids: on user-less data `nextclick train` says so in one
+    line (the benchmark skips them by the same rule) instead of training on nothing."""
+    anonymous = make_tiny_dataset(n_users=4, n_items=20)
+    anonymous.users = []
+    anonymous.train = anonymous.train.with_columns(pl.lit(0, dtype=pl.Int32).alias("user"))
+    anonymous.test = anonymous.test.with_columns(pl.lit(0, dtype=pl.Int32).alias("user"))
+    data = anonymous.save(tmp_path / "anonymous")
+    for name in ("hrnn-init", "rum-item"):
+        assert registry.get(name).needs_users()
+        code = main(["train", "--model", name, "--data", str(data), "--out",
+                     str(tmp_path / name), "--quiet"])
+        assert code == 2
+        error = capsys.readouterr().err.strip()
+        assert error == (f"nextclick train: error: {name} learns from user ids, but {data} "
+                         "has no users (its click log had no user column); train a session "
+                         "model instead, e.g. gru4rec or narm")
+        assert not (tmp_path / name).exists()
+    assert not registry.get("gru4rec").needs_users()
+    assert main(["train", "--model", "pop", "--data", str(data), "--out",
+                 str(tmp_path / "pop"), "--quiet"]) == 0
