@@ -16,6 +16,7 @@ const state = {
   titles: new Map(),     // model name -> Map(item id -> {title, category})
   titled: new Map(),     // model name -> whether its bundle has a catalogue
   lastPersonal: new Map(), // "user@model" -> item ids of the last personalised list shown
+  history: new Map(),    // user -> titles of the sessions ended on this page, oldest first
   recommendationIds: false, // the API takes recommendation_id on events (from /openapi.json)
 };
 
@@ -305,7 +306,19 @@ function markSeen(list) {
   }
 }
 
+function describeModel(pane) {
+  // the test-set accuracy recorded at export, when /models carries it
+  const model = state.models.find((entry) => entry.name === pane.model) || {};
+  const metrics = model.metrics || {};
+  const parts = [];
+  if (typeof metrics["recall@20"] === "number") parts.push(`Recall@20 ${(100 * metrics["recall@20"]).toFixed(1)}%`);
+  if (typeof metrics["mrr@20"] === "number") parts.push(`MRR@20 ${metrics["mrr@20"].toFixed(3)}`);
+  pane.el.querySelector(".model-note").textContent = parts.length
+    ? `test set: ${parts.join(" · ")}` : "";
+}
+
 async function refreshPane(pane) {
+  describeModel(pane);
   const query = new URLSearchParams({ k: K, model: pane.model });
   if (state.clicks.length) {
     query.set("session_id", state.session);
@@ -335,6 +348,7 @@ async function refreshMemory() {
     showError(error);
   }
   if (!state.user) {
+    $("#memory-history").textContent = "";
     $("#memory-user-title").textContent = "Start of the next session for a user";
     userList.replaceChildren();
     $("#memory-user-source").textContent = "";
@@ -344,6 +358,11 @@ async function refreshMemory() {
     return;
   }
   $("#memory-user-title").textContent = `Start of the next session for ${state.user}`;
+  const past = state.history.get(state.user) || [];
+  $("#memory-history").textContent = past.length
+    ? `${state.user}'s sessions ended on this page: `
+      + past.map((titles, index) => `${index + 1}) ${titles.join(" → ")}`).join("   ")
+    : "";
   try {
     const query = new URLSearchParams({ k: K, model, user_id: state.user });
     const { data, ms } = await api("GET", `recommend?${query}`);
@@ -393,6 +412,10 @@ async function endSession() {
   try {
     await api("POST", `sessions/${enc(state.session)}/end`);
     note(state.user ? `Session ended and folded into ${state.user}'s memory.` : "Session ended.");
+    if (state.user) {
+      const titles = state.clicks.map((id) => describe(panes[0].model, id).title || id);
+      state.history.set(state.user, [...(state.history.get(state.user) || []), titles]);
+    }
   } catch (error) {
     showError(error);
   }

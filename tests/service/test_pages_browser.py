@@ -152,6 +152,9 @@ def test_demo_page_compares_two_models_and_shows_a_users_memory(page: Any,
     assert after_end != personal and after_end != anonymous
     assert page.locator("#memory-user .badge.fresh").count() >= 1
     assert "new since it was last shown" in page.inner_text("#memory-summary")
+    history = page.inner_text("#memory-history")
+    assert history.startswith("alice's sessions ended on this page: 1) ")
+    assert all(title in history for title in trail)
     assert _items(page, "#memory-anon") == anonymous
     # the next session starts from alice's memory in the model that has one
     assert page.inner_text("#pane-a .source") == "from the user's memory"
