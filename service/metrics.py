@@ -20,6 +20,7 @@ COUNTERS = {
     "nextclick_sessions_closed_total": "Session generations closed by this process.",
     "nextclick_user_sessions_folded_total": "Closed sessions appended to a user's history.",
     "nextclick_session_rollovers_total": "Sessions closed because of the idle timeout.",
+    "nextclick_sessions_swept_total": "Idle sessions closed and folded by the sweeper.",
     "nextclick_redis_unavailable_total": "Requests answered 503 because Redis was down.",
 }
 

@@ -8,7 +8,6 @@ import hmac
 import logging
 import re
 import time
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
@@ -112,7 +111,7 @@ def _response(outcome: Outcome) -> RecommendationResponse:
         recommendations=[Recommendation(item_id=item, score=score)
                          for item, score in outcome.recommendations],
         model=ModelRef(name=outcome.model_name, version=outcome.model_version),
-        recommendation_id=uuid.uuid4().hex, source=outcome.source)
+        recommendation_id=outcome.recommendation_id, source=outcome.source)
 
 
 KQuery = Annotated[int | None, Query(description="list length, 1..max_k (default "
@@ -146,9 +145,15 @@ async def post_events(request: Request, session_id: str, body: EventsIn, k: KQue
             users.add(check_id(settings, event.user_id, f"{where}.user_id"))
         if event.event_id is not None:
             check_id(settings, event.event_id, f"{where}.event_id")
-        records.append(EventRecord(item_id=event.item_id,
-                                   timestamp=now if event.timestamp is None else event.timestamp,
-                                   event_id=event.event_id))
+        if event.timestamp is not None and event.timestamp > now + settings.max_future_skew:
+            # A far-future timestamp would hold the session open against idle rollover.
+            raise invalid(f"{where}.timestamp", f"more than {settings.max_future_skew:g} s "
+                          "ahead of the server clock")
+        records.append(EventRecord(
+            item_id=event.item_id, timestamp=now if event.timestamp is None else event.timestamp,
+            event_id=event.event_id,
+            payload=f"{event.item_id}\t{event.event_type}\t"
+                    f"{'' if event.timestamp is None else repr(event.timestamp)}"))
     if len(users) > 1:
         raise invalid("body.events", "all events of one request must have the same user_id")
     outcome = await _service(request).record_events(
