@@ -69,8 +69,23 @@ async def require_api_key(request: Request,
                        headers={"WWW-Authenticate": "APIKey"})
 
 
+#: Query parameters that may be repeated (``exclude=a&exclude=b``); any other one given
+#: twice is refused instead of silently keeping the last value.
+REPEATABLE_QUERY = frozenset({"exclude"})
+
+
+async def reject_repeated_query(request: Request) -> None:
+    params = request.query_params
+    if len(params.multi_items()) == len(params):  # the common case: nothing repeated
+        return
+    for name in params:
+        if name not in REPEATABLE_QUERY and len(params.getlist(name)) > 1:
+            raise invalid(f"query.{name}", "given more than once")
+
+
 public = APIRouter()
-api = APIRouter(dependencies=[Depends(require_api_key)], responses=ERRORS)
+api = APIRouter(dependencies=[Depends(require_api_key), Depends(reject_repeated_query)],
+                responses=ERRORS)
 
 
 # ---- validation helpers ---------------------------------------------------------------
@@ -166,8 +181,9 @@ async def post_events(request: Request, session_id: str, body: EventsIn, k: KQue
          summary="Top-K for a session, a user (start of session) or nobody (popular)")
 async def recommend(request: Request, session_id: str | None = None,
                     user_id: str | None = None, k: KQuery = None, model: ModelQuery = None,
-                    exclude: Annotated[str | None, Query(
-                        description="comma-separated item ids to leave out")] = None,
+                    exclude: Annotated[list[str] | None, Query(
+                        description="item ids to leave out: repeat the parameter or "
+                        "separate ids with commas")] = None,
                     exclude_seen: ExcludeSeenQuery = False) -> RecommendationResponse:
     settings = _settings(request)
     if session_id is not None:
@@ -176,7 +192,7 @@ async def recommend(request: Request, session_id: str | None = None,
         check_id(settings, user_id, "query.user_id")
     k = check_k(settings, k)
     check_model(settings, model)
-    excluded = [part for part in (exclude or "").split(",") if part]
+    excluded = [part for value in exclude or () for part in value.split(",") if part]
     if len(excluded) > settings.max_k * 10:
         raise invalid("query.exclude", f"at most {settings.max_k * 10} items")
     for item in excluded:

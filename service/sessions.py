@@ -361,19 +361,28 @@ class SessionService:
             view = user_view(replies[2 * position])
             attached.append((job.result.user_id, job.result.gen, view))
             job.user = view
-        replies = await self.store.run([
-            self.store.ingest_call(job.session_id, job.events, job.user_id, job.bundle.key,
-                                   job.exclude_seen, attached_gen=gen)
-            for job, (_, gen, _) in zip(jobs, attached, strict=True)])
+        # Each ingest runs before the check that its attachment still stands (an erasure
+        # of the user may have run since the attach).
+        groups = [[self.store.ingest_call(job.session_id, job.events, job.user_id,
+                                          job.bundle.key, job.exclude_seen, attached_gen=gen),
+                   self.store.attached_call(user, job.session_id, gen)]
+                  for job, (user, gen, _) in zip(jobs, attached, strict=True)]
+        replies = await self.store.run_groups(groups)
         undo: list[Call] = []
-        for job, reply, (user, gen, view) in zip(jobs, replies, attached, strict=True):
-            job.result = ingest_result(reply)
-            if job.result.status == "ok":
-                job.attached_previous = view.previous_open
-            else:
+        for (ingested, still_attached), job, (user, gen, view) in zip(replies, jobs, attached,
+                                                                      strict=True):
+            job.result = ingest_result(ingested)
+            if job.result.status != "ok":
                 undo.append(self.store.detach_call(user, job.session_id, gen,
                                                    view.previous_open))
                 job.user = None
+            elif not still_attached:
+                # Erased between the attach and the ingest: this click came first, so the
+                # erasure takes it along (the session goes; the user stays erased).
+                undo.append(self.store.delete_session_call(job.session_id, user))
+                job.user = None
+            else:
+                job.attached_previous = view.previous_open
         await self.store.run(undo)
 
     async def _prepare_users(self, jobs: list[ClickJob]) -> dict[int, BaseException]:

@@ -315,12 +315,28 @@ class StateStore:
             await client.script_load(call.script.source)
             return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
 
+    async def run_groups(self, groups: Sequence[Sequence[Call]]) -> list[list[Any]]:
+        """Run groups of scripts, each group in order: one pipeline on a single server (it
+        runs in order), the groups concurrently on a cluster, each one call after the other
+        (slots on different nodes give no order)."""
+        if not self.cluster:
+            flat = await self.run([call for group in groups for call in group])
+            results, position = [], 0
+            for group in groups:
+                results.append(flat[position:position + len(group)])
+                position += len(group)
+            return results
+
+        async def in_order(group: Sequence[Call]) -> list[Any]:
+            return [await self._eval(call) for call in group]
+
+        return list(await asyncio.gather(*(in_order(group) for group in groups)))
+
     async def run(self, calls: Sequence[Call]) -> list[Any]:
         """Run scripts on (possibly) different slots in one round trip: a non-transactional
         pipeline on a single server (executed in order), concurrent calls on a cluster. A
         script the server does not know yet is loaded and re-run individually (only that
-        one failed, so nothing runs twice). Script errors come back as exceptions in the
-        list; a dependency failure raises."""
+        one failed, so nothing runs twice). A failure raises."""
         if not calls:
             return []
         if len(calls) == 1:
@@ -376,6 +392,16 @@ class StateStore:
         results = await self.run(self.attach_calls(user_id, session_id, gen, timestamp,
                                                    model_key))
         return user_view(results[0])
+
+    def attached_call(self, user_id: str, session_id: str, gen: int) -> Call:
+        """Is the generation still attached to the user (1/0)? After the session accepted
+        it: an erasure may have run in between."""
+        return Call(_ATTACHED, [user_key(user_id, "attached")], [f"{session_id}#{gen}"])
+
+    def delete_session_call(self, session_id: str, user_id: str) -> Call:
+        """Erase a session if it belongs to the user (session slot)."""
+        return Call(self.scripts["delete_session_if_owned"], session_keys(session_id),
+                    [user_id])
 
     def detach_call(self, user_id: str, session_id: str, gen: int,
                     previous_open: str | None) -> Call:
@@ -522,8 +548,7 @@ class StateStore:
         raw = await self._eval(Call(self.scripts["erase_user"], user_keys(user_id), []))
         session_ids = sorted({_text(member) for member in raw})
         shards = self.settings.sweep_shards
-        calls = [Call(self.scripts["delete_session_if_owned"], session_keys(sid), [user_id])
-                 for sid in session_ids]
+        calls = [self.delete_session_call(sid, user_id) for sid in session_ids]
         calls += [Call(_ZREM, [sweep_keys(sweep_shard(sid, shards))[0]], [sid])
                   for sid in session_ids]
         results = await self.run(calls)
@@ -534,6 +559,8 @@ class StateStore:
 #: scripts (EVALSHA of a one-line script costs what the bare command costs).
 _ZADD = Script.inline("zadd", "return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])")
 _ZREM = Script.inline("zrem", "return redis.call('ZREM', KEYS[1], ARGV[1])")
+_ATTACHED = Script.inline("attached",
+                          "return redis.call('ZSCORE', KEYS[1], ARGV[1]) and 1 or 0")
 
 
 def ingest_result(raw: list[Any]) -> IngestResult:
