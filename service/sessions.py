@@ -252,10 +252,14 @@ class SessionService:
                             user_id: str | None, model: str | None, k: int,
                             exclude_seen: bool) -> Outcome:
         bundle = self.bundle(model)
+        unknown = list(dict.fromkeys(event.item_id for event in events
+                                     if not bundle.item_index(event.item_id)))
         for _ in range(self.MAX_ROLLOVER_ATTEMPTS):
             try:
-                return await self.clicks.submit(ClickJob(session_id, events, user_id, bundle,
-                                                         k, exclude_seen))
+                outcome = await self.clicks.submit(ClickJob(session_id, events, user_id,
+                                                            bundle, k, exclude_seen))
+                outcome.unknown_items = unknown
+                return outcome
             except CloseFirst as close:
                 # Idle longer than the timeout (or a closed generation whose fold into its
                 # user did not complete): close that generation, then the retry starts the
@@ -316,11 +320,13 @@ class SessionService:
                     outcomes[index] = rank
                     continue
                 assert job.result is not None
-                self._queue_writes(job, rank)
-                outcomes[index] = Outcome(
+                outcome = Outcome(
                     job.session_id, job.result.user_id, job.result.accepted,
                     job.result.duplicates, rank.recommendations, job.bundle.name,
                     job.bundle.version, "session")
+                self._queue_writes(job, rank, outcome)
+                self._count_attributions(job.result)
+                outcomes[index] = outcome
         return [outcome if outcome is not None else RuntimeError("job not processed")
                 for outcome in outcomes]
 
@@ -432,10 +438,22 @@ class SessionService:
         return await self._in_thread(self._rank_isolated, bundle, blobs, unfolded, users, ks,
                                      excludes)
 
-    def _queue_writes(self, job: ClickJob, ranked: Ranked) -> None:
-        """The job's cached-state writes (compare-and-set), sent with the next round trip."""
+    def _count_attributions(self, result: IngestResult) -> None:
+        for model_key, position in result.attributions:
+            self.metrics.inc_labelled("nextclick_attributed_clicks_total", {
+                "model": model_key or "unknown",
+                "position": str(position) if position >= 0 else "unknown"})
+
+    def _queue_writes(self, job: ClickJob, ranked: Ranked, outcome: Outcome) -> None:
+        """The job's cached-state writes (compare-and-set) and the list it answers (for
+        attribution), sent with the next round trip."""
         result = job.result
         assert result is not None
+        self._pending_writes.append(self.store.remember_served_call(
+            job.session_id, outcome.recommendation_id, job.bundle.key,
+            [item for item, _ in outcome.recommendations]))
+        self.metrics.inc_labelled("nextclick_recommendations_served_total",
+                                  {"model": job.bundle.key})
         if ranked.session_blob is not None:
             self._pending_writes.append(self.store.session_state_call(
                 job.session_id, result.gen, job.bundle.key, ranked.session_blob, result.total))
@@ -486,13 +504,21 @@ class SessionService:
                 ranked = (await self._in_thread(
                     self._rank_rows, bundle, [view.state_blob],
                     [[click.item_id for click in view.unfolded]], [user], [k], [exclude]))[0]
-                await self.store.save_states(
-                    session=None if ranked.session_blob is None else (
-                        session_id, view.gen, bundle.key, ranked.session_blob, view.total),
-                    user=None if ranked.user_write is None or owner is None else (
-                        owner, bundle.key, *ranked.user_write))
-                return Outcome(session_id, owner, 0, 0, ranked.recommendations,
-                               bundle.name, bundle.version, "session")
+                outcome = Outcome(session_id, owner, 0, 0, ranked.recommendations,
+                                  bundle.name, bundle.version, "session")
+                writes = [self.store.remember_served_call(
+                    session_id, outcome.recommendation_id, bundle.key,
+                    [item for item, _ in outcome.recommendations])]
+                if ranked.session_blob is not None:
+                    writes.append(self.store.session_state_call(
+                        session_id, view.gen, bundle.key, ranked.session_blob, view.total))
+                if ranked.user_write is not None and owner is not None:
+                    writes.append(self.store.user_state_call(owner, bundle.key,
+                                                             *ranked.user_write))
+                await self.store.run(writes)
+                self.metrics.inc_labelled("nextclick_recommendations_served_total",
+                                          {"model": bundle.key})
+                return outcome
             if view is not None and user_id is None:
                 user_id = view.user_id
         if user_id is not None and bundle.has_user_state:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     max_event_ids: int = Field(default=128, ge=1, le=1_000_000,
                                description="newest event ids remembered per session (128 "
                                "keeps Redis' compact zset encoding)")
+    served_lists_kept: int = Field(default=4, ge=1, le=100,
+                                   description="lists answered per session remembered for "
+                                   "the attribution of clicks (recommendation_id)")
     max_future_skew: float = Field(default=300.0, ge=0,
                                    description="seconds an event timestamp may lie ahead "
                                    "of the server clock (later ones are refused with 422)")

@@ -15,6 +15,8 @@ every multi-key operation is a single Lua script on a single slot)::
                                   but the newest ``max_event_ids`` are forgotten)
     nc:{s:<sid>}:payloads   hash  event id -> payload fingerprint (same members as events):
                                   an id sent again with another payload is refused (409)
+    nc:{s:<sid>}:served     list  "<recommendation id>\\t<model@version>\\t<item>...": the
+                                  newest lists answered for the session (click attribution)
     nc:{u:<uid>}:meta       hash  open_session last_event_at sessions_total
     nc:{u:<uid>}:history    list  JSON item-id lists of past sessions, newest last, bounded
     nc:{u:<uid>}:closed     zset  "<sid>#<gen>" -> close time: folded generations, for erasure
@@ -77,7 +79,7 @@ def user_key(user_id: str, part: str) -> str:
 
 def session_keys(session_id: str) -> list[str]:
     return [session_key(session_id, part)
-            for part in ("meta", "clicks", "state", "events", "payloads")]
+            for part in ("meta", "clicks", "state", "events", "payloads", "served")]
 
 
 def user_keys(user_id: str) -> list[str]:
@@ -111,6 +113,7 @@ class EventRecord:
     timestamp: float
     event_id: str | None = None
     payload: str = ""
+    recommendation_id: str | None = None
 
 
 @dataclass
@@ -128,6 +131,9 @@ class IngestResult:
     unfolded: list[Click] = field(default_factory=list)
     clicks: list[Click] = field(default_factory=list)
     new_generation: bool = False
+    #: per accepted event naming a recommendation id: (model@version, position in that
+    #: list, 0 = not in it); ("", -1) when the list is not remembered
+    attributions: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -286,7 +292,7 @@ class StateStore:
     SCRIPT_NAMES = ("ingest", "peek_session", "attach_user", "detach_user", "read_user",
                     "seal_session",
                     "fold_session", "save_session_state", "save_user_state", "erase_user",
-                    "delete_session_if_owned", "mark_folded", "sweep_claim")
+                    "delete_session_if_owned", "mark_folded", "sweep_claim", "remember_served")
 
     def __init__(self, client: RedisClient, settings: Settings) -> None:
         self.client = client
@@ -366,7 +372,7 @@ class StateStore:
                            "" if attached_gen is None else attached_gen, len(events)]
         for event in events:
             args += [event.event_id or "", format_timestamp(event.timestamp), event.item_id,
-                     event.payload]
+                     event.payload, event.recommendation_id or ""]
         return Call(self.scripts["ingest"], session_keys(session_id), args)
 
     async def ingest(self, session_id: str, events: Sequence[EventRecord], *,
@@ -436,6 +442,13 @@ class StateStore:
         return Call(self.scripts["save_session_state"],
                     [session_key(session_id, "meta"), session_key(session_id, "state")],
                     [model_key, blob, folded, gen, self.settings.session_ttl])
+
+    def remember_served_call(self, session_id: str, recommendation_id: str, model_key: str,
+                             items: Sequence[str]) -> Call:
+        """Remember a list answered for a session, for the attribution of later clicks."""
+        entry = "\t".join([recommendation_id, model_key, *items])
+        return Call(self.scripts["remember_served"], [session_key(session_id, "served")],
+                    [entry, self.settings.served_lists_kept, self.settings.session_ttl])
 
     def user_state_call(self, user_id: str, model_key: str, blob: bytes, folded: int) -> Call:
         """Compare-and-set of a user's cached state on the number of sessions folded."""
@@ -571,7 +584,8 @@ def ingest_result(raw: list[Any]) -> IngestResult:
         status=status, gen=int(raw[1]), user_id=_opt_text(raw[2]), accepted=int(raw[3]),
         duplicates=int(raw[4]), total=int(raw[5]), started_at=_opt_float(raw[6]),
         last_event_at=_opt_float(raw[7]), state_blob=raw[8], state_folded=int(raw[9]),
-        unfolded=_clicks(raw[10]), clicks=_clicks(raw[11]), new_generation=bool(raw[12]))
+        unfolded=_clicks(raw[10]), clicks=_clicks(raw[11]), new_generation=bool(raw[12]),
+        attributions=[(_text(key), int(position)) for key, position in raw[13]])
 
 
 def user_view(raw: list[Any]) -> UserView:

@@ -2,17 +2,23 @@
 --
 -- KEYS[1] meta hash, KEYS[2] click list, KEYS[3] state hash,
 -- KEYS[4] event-id zset (event id -> time accepted: the idempotency record, bounded by age
---   and count), KEYS[5] event-payload hash (event id -> payload fingerprint, same members)
+--   and count), KEYS[5] event-payload hash (event id -> payload fingerprint, same members),
+-- KEYS[6] served lists ("<recommendation id>\t<model@version>\t<item>\t<item>...", newest
+--   last: the lists recently answered for this session, for click attribution)
 -- ARGV[1] idle timeout (s)     ARGV[2] session TTL (s)    ARGV[3] max clicks kept
 -- ARGV[4] event-id TTL (s)     ARGV[5] state field (model@version)
 -- ARGV[6] user id ('' = none)  ARGV[7] '1' = also return the whole click list
 -- ARGV[8] now (server clock, s) ARGV[9] max event ids remembered
 -- ARGV[10] the generation the caller has attached to its user ('' = none; see 'attach')
 -- ARGV[11] number of events, then per event: event id ('' = none), timestamp, item id,
---   payload fingerprint (what must match when the event id is sent again)
+--   payload fingerprint (what must match when the event id is sent again), the
+--   recommendation id the item was clicked in ('' = none)
 --
 -- Returns {status, gen, user_id, accepted, duplicates, total, started_at, last_event_at,
---          state_blob|false, state_n, unfolded_clicks, all_clicks, new_generation}
+--          state_blob|false, state_n, unfolded_clicks, all_clicks, new_generation,
+--          attributions}: per accepted event that names a recommendation id,
+--          {model@version, position of the item in that list (0: not in it)}, or
+--          {'', -1} when the list is not remembered here
 -- status, all but 'ok' with nothing written:
 --   'ok'
 --   'attach'    the events would open a generation (the second field) owned by a user (the
@@ -55,7 +61,7 @@ local fresh = {}
 local duplicates = 0
 local seen = {}
 for i = 0, n_events - 1 do
-  local base = 12 + i * 4
+  local base = 12 + i * 5
   local eid = ARGV[base]
   local payload = ARGV[base + 3]
   local known = false
@@ -77,7 +83,7 @@ for i = 0, n_events - 1 do
     duplicates = duplicates + 1
   else
     if eid ~= '' then seen[eid] = payload end
-    fresh[#fresh + 1] = {eid, ARGV[base + 1], ARGV[base + 2], payload}
+    fresh[#fresh + 1] = {eid, ARGV[base + 1], ARGV[base + 2], payload, ARGV[base + 4]}
   end
 end
 
@@ -170,12 +176,39 @@ if #fresh > 0 then
 end
 
 if not exists and #fresh == 0 then
-  return {'ok', 0, '', 0, duplicates, 0, '', '', false, 0, {}, {}, 0}
+  return {'ok', 0, '', 0, duplicates, 0, '', '', false, 0, {}, {}, 0, {}}
 end
 
--- 4. What the caller needs to bring the model's cached state up to date.
+-- 4. Attribution: where each accepted event's item stood in the list it was clicked in.
+local attributions = {}
+local served = nil
+for _, event in ipairs(fresh) do
+  if event[5] ~= '' then
+    served = served or redis.call('LRANGE', KEYS[6], 0, -1)
+    local found = {'', -1}
+    for _, entry in ipairs(served) do
+      local fields = {}
+      for field in string.gmatch(entry, '[^\t]+') do
+        fields[#fields + 1] = field
+      end
+      if fields[1] == event[5] then
+        found = {fields[2], 0}
+        for position = 3, #fields do
+          if fields[position] == event[3] then
+            found = {fields[2], position - 2}
+            break
+          end
+        end
+        break
+      end
+    end
+    attributions[#attributions + 1] = found
+  end
+end
+
+-- 5. What the caller needs to bring the model's cached state up to date.
 local info = redis.call('HMGET', KEYS[1], 'total', 'started_at', 'last_event_at')
 local total = tonumber(info[1]) or 0
 local blob, folded, unfolded, all = cache_view(KEYS[2], KEYS[3], field, total, want_all)
 return {'ok', gen, meta_user, #fresh, duplicates, total, info[2] or '', info[3] or '',
-        blob, folded, unfolded, all, new_generation}
+        blob, folded, unfolded, all, new_generation, attributions}

@@ -135,7 +135,7 @@ def test_timestamps_far_in_the_future_are_refused(settings: Settings) -> None:
         response = client.post("/sessions/s/events", json={"item_id": "i1",
                                                              "timestamp": now + 3600})
         assert_error(response, 422)
-        assert "events[0].timestamp" in response.json()["error"]["message"]
+        assert response.json()["error"]["message"].startswith("body.timestamp:")
         assert client.get("/sessions/s").status_code == 404
         assert click(client, "s", "i1", timestamp=now + 30)["accepted"] == 1
 
