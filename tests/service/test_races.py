@@ -239,13 +239,14 @@ def test_erasure_is_serialisable_with_a_click_that_closes_the_previous_session(
                                   {"item_id": item, "user_id": user,
                                    "timestamp": T0 + offset}).status_code == 200
 
-        def act(kind: str) -> httpx.Response:
+        def act(kind: str, user: str, new: str) -> httpx.Response:
             if kind == "erase":
                 return processes.http().delete(processes.urls[1] + f"/users/{user}")
             return processes.post(2, f"/sessions/{new}/events",
                                   {"item_id": "i5", "user_id": user, "timestamp": T0 + 60})
 
-        erase, new_click = run_all([("erase",), ("click",)], act, threads=2)
+        erase, new_click = run_all([("erase", user, new), ("click", user, new)], act,
+                                   threads=2)
         assert erase.status_code == 204 and new_click.status_code == 200
         assert not db.exists(f"nc:{{s:{old}}}:meta"), "the erased session survived"
         assert db.lrange(f"nc:{{u:{user}}}:history", 0, -1) == []
