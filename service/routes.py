@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import TypeAdapter, ValidationError
 
 from service.errors import ApiError, invalid
+from service.experiments import summarize_online
 from service.schemas import (
     ClickOut,
     ErrorOut,
@@ -230,6 +231,7 @@ async def post_events(request: Request, session_id: str, k: KQuery = None,
         records.append(EventRecord(
             item_id=event.item_id, timestamp=now if event.timestamp is None else event.timestamp,
             event_id=event.event_id, recommendation_id=event.recommendation_id,
+            event_type=event.event_type,
             payload=f"{event.item_id}\t{event.event_type}\t"
                     f"{'' if event.timestamp is None else repr(event.timestamp)}"))
     if len(users) > 1:
@@ -316,6 +318,21 @@ async def reload_models(request: Request) -> ReloadOut:
         raise ApiError(409, "reload_failed", "no model bundle could be loaded; the previous "
                        "models keep serving (details in the server log)") from None
     return ReloadOut(loaded=loaded, default=engine.default)
+
+
+@api.get("/admin/experiments", tags=["models"],
+         summary="Online hit rate and MRR per model version, from the attributed clicks")
+async def experiments(request: Request) -> dict[str, Any]:
+    """Per model version, over every process and replica (counters kept in Redis): the lists
+    answered, the clicks that named one of them (``recommendation_id``), the hit rate (the
+    clicked item was in the list) and the MRR of the clicked position (0 when it was not),
+    with 95% confidence intervals (Wilson for the hit rate, normal for the MRR)."""
+    counts = await _service(request).store.experiment_counts()
+    split = _service(request).split
+    return {"traffic_split": None if split is None else dict(zip(split.models, split.weights,
+                                                                 strict=True)),
+            "models": {model: summarize_online(values)
+                       for model, values in sorted(counts.items())}}
 
 
 @api.get("/metrics", tags=["operations"], response_class=Response,

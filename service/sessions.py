@@ -30,6 +30,7 @@ import functools
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -102,6 +103,38 @@ class Ranked:
     user_write: tuple[bytes, int] | None
 
 
+@dataclass(frozen=True)
+class TrafficSplit:
+    """``NEXTCLICK_TRAFFIC_SPLIT`` ("hrnn-init=90,narm=10"): the share of traffic each
+    model answers, sticky by a hash of the user (or session) id, so every process and
+    replica sends the same user to the same model."""
+
+    models: tuple[str, ...]
+    weights: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> TrafficSplit:
+        models, weights = [], []
+        for part in text.split(","):
+            name, sep, weight = part.strip().partition("=")
+            if not sep or not name.strip() or not weight.strip().isdigit() \
+                    or int(weight) < 1 or name.strip() in models:
+                raise ValueError(f"traffic split {text!r}: expected model=weight pairs with "
+                                 "distinct models and positive whole weights, e.g. "
+                                 "hrnn-init=90,narm=10")
+            models.append(name.strip())
+            weights.append(int(weight))
+        return cls(tuple(models), tuple(weights))
+
+    def choose(self, key: str) -> str:
+        point = zlib.crc32(key.encode("utf-8")) % sum(self.weights)
+        for model, weight in zip(self.models, self.weights, strict=True):
+            if point < weight:
+                return model
+            point -= weight
+        return self.models[-1]
+
+
 class CloseFirst(Exception):
     """The session's current generation must be closed before these events can go in
     (idle rollover, or a close that died between seal and fold), or (``gen`` None) the
@@ -127,15 +160,28 @@ class SessionService:
         self.settings = settings
         self.executor = executor
         self.metrics = metrics
+        self.split = TrafficSplit.parse(settings.traffic_split) if settings.traffic_split \
+            else None
+        if self.split is not None:
+            missing = sorted(set(self.split.models) - set(engine.models))
+            if missing:
+                raise ValueError(f"traffic split names models that are not loaded: "
+                                 f"{', '.join(missing)} (loaded: {', '.join(engine.models)})")
         self.clicks: MicroBatcher[ClickJob, Outcome] = MicroBatcher(
             self._process_clicks, max_size=settings.batch_max_size,
             max_wait=settings.batch_max_wait, max_concurrent=settings.batch_concurrency,
             on_idle=self._flush_writes_soon)
         self._pending_writes: list[Call] = []
         self._write_tasks: set[asyncio.Task[None]] = set()
+        self._writes_in_flight: set[asyncio.Future[None]] = set()
 
     # ---- helpers ------------------------------------------------------------------------
-    def bundle(self, name: str | None) -> ModelBundle:
+    def bundle(self, name: str | None, sticky_key: str | None = None) -> ModelBundle:
+        """The model a request asked for; else, with a traffic split, the split's model for
+        ``sticky_key`` (the user id, else the session id: the same in every process);
+        else the default model."""
+        if name is None and self.split is not None and sticky_key is not None:
+            name = self.split.choose(sticky_key)
         try:
             return self.engine.get(name)
         except KeyError:
@@ -251,7 +297,7 @@ class SessionService:
     async def record_events(self, session_id: str, events: Sequence[EventRecord], *,
                             user_id: str | None, model: str | None, k: int,
                             exclude_seen: bool) -> Outcome:
-        bundle = self.bundle(model)
+        bundle = self.bundle(model, user_id or session_id)
         unknown = list(dict.fromkeys(event.item_id for event in events
                                      if not bundle.item_index(event.item_id)))
         for _ in range(self.MAX_ROLLOVER_ATTEMPTS):
@@ -278,10 +324,20 @@ class SessionService:
         round trip, attach sessions that start for a user, rank per model version in a
         worker thread, queue the new states for the next round trip."""
         writes, self._pending_writes = self._pending_writes, []
-        calls = writes + [self.store.ingest_call(job.session_id, job.events, job.user_id,
-                                                 job.bundle.key, job.exclude_seen)
-                          for job in jobs]
-        replies = await self.store.run(calls)
+        earlier = list(self._writes_in_flight)
+        landed = self._writes_sent() if writes else None
+        try:
+            if earlier:
+                # Writes another round trip carries must land before these clicks are
+                # ingested: a click attributed to a list needs that list remembered.
+                await asyncio.gather(*earlier, return_exceptions=True)
+            calls = writes + [self.store.ingest_call(job.session_id, job.events, job.user_id,
+                                                     job.bundle.key, job.exclude_seen)
+                              for job in jobs]
+            replies = await self.store.run(calls)
+        finally:
+            if landed is not None:
+                self._writes_landed(landed)
         for job, reply in zip(jobs, replies[len(writes):], strict=True):
             job.result = ingest_result(reply)
         await self._attach([job for job in jobs
@@ -461,20 +517,34 @@ class SessionService:
             self._pending_writes.append(self.store.user_state_call(
                 result.user_id, job.bundle.key, *ranked.user_write))
 
+    def _writes_sent(self) -> asyncio.Future[None]:
+        """Mark a round trip that carries queued writes as under way."""
+        landed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes_in_flight.add(landed)
+        return landed
+
+    def _writes_landed(self, landed: asyncio.Future[None]) -> None:
+        self._writes_in_flight.discard(landed)
+        if not landed.done():
+            landed.set_result(None)
+
     def _flush_writes_soon(self) -> None:
-        """Nothing else is waiting: send the pending state writes on their own."""
+        """Nothing else is waiting: send the pending writes on their own."""
         if not self._pending_writes:
             return
         writes, self._pending_writes = self._pending_writes, []
-        task = asyncio.get_running_loop().create_task(self._send_writes(writes))
+        landed = self._writes_sent()
+        task = asyncio.get_running_loop().create_task(self._send_writes(writes, landed))
         self._write_tasks.add(task)
         task.add_done_callback(self._write_tasks.discard)
 
-    async def _send_writes(self, writes: list[Call]) -> None:
+    async def _send_writes(self, writes: list[Call], landed: asyncio.Future[None]) -> None:
         try:
             await self.store.run(writes)
-        except Exception as exc:  # caches only: the next click rebuilds what was lost
-            log.warning("dropping %d cached-state writes: %s", len(writes), exc)
+        except Exception as exc:  # caches and lists: the next click rebuilds what is lost
+            log.warning("dropping %d queued writes: %s", len(writes), exc)
+        finally:
+            self._writes_landed(landed)
 
     async def drain(self) -> None:
         """Finish queued clicks and flush their state writes (shutdown)."""
@@ -490,7 +560,7 @@ class SessionService:
         """Top-K without recording anything: from the open session's state; for a user
         alone (or a closed session's user) the personalised start-of-session list; for
         neither, the popular items."""
-        bundle = self.bundle(model)
+        bundle = self.bundle(model, user_id or session_id)
         exclude = self._indices(bundle, exclude_ids)
         if session_id is not None:
             view = await self.store.peek_session(session_id, bundle.key, exclude_seen)

@@ -25,6 +25,16 @@ every multi-key operation is a single Lua script on a single slot)::
                                   and has not folded yet (a fold consumes its member, so a
                                   generation folds exactly once, and never into an erased
                                   user)
+    nc:{log:<n>}:events     stream every accepted event (session, user, item, timestamp,
+                                  type, event id, model version, recommendation id),
+                                  appended by ``ingest`` in the same atomic step; bounded by
+                                  length and age; exported by ``nextclick events export``
+    nc:{log:<n>}:experiments hash "<model@version>|lists|clicks|hits|rr|rr2": online
+                                  counters of the lists answered and the clicks on them
+                                  (GET /admin/experiments sums the shards)
+                                  A log shard shares its slot with its sessions: on a single
+                                  server n = crc32(sid) mod ``event_log_shards``; on a
+                                  cluster one shard per slot (``log_shard_tag``).
     nc:{sweep:<n>}:sessions zset  session id -> server time of its last known activity: the
                                   sweeper's index of sessions with a user (n = shard)
     nc:{sweep:<n>}:lease    str   which process sweeps shard n right now
@@ -39,6 +49,8 @@ path that combines it with the engine lives in ``service.sessions``.
 from __future__ import annotations
 
 import asyncio
+import binascii
+import functools
 import hashlib
 import json
 import logging
@@ -67,6 +79,8 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTi
 
 RedisClient = aioredis.Redis | RedisCluster
 
+CLUSTER_SLOTS = 16384
+
 
 # ---- keys ----------------------------------------------------------------------------
 def session_key(session_id: str, part: str) -> str:
@@ -85,6 +99,34 @@ def session_keys(session_id: str) -> list[str]:
 def user_keys(user_id: str) -> list[str]:
     return [user_key(user_id, part)
             for part in ("meta", "history", "closed", "state", "attached")]
+
+
+@functools.cache
+def _slot_tags() -> dict[int, str]:
+    """For every cluster slot, a short hash tag "log:<hex>" that hashes to it (found once,
+    in about 0.2 s): a session's log shard key lands in the session's own slot, so the
+    ingest script can append to it in the same atomic step."""
+    tags: dict[int, str] = {}
+    candidate = 0
+    while len(tags) < CLUSTER_SLOTS:
+        tag = f"log:{candidate:x}"
+        tags.setdefault(binascii.crc_hqx(tag.encode(), 0) % CLUSTER_SLOTS, tag)
+        candidate += 1
+    return tags
+
+
+def key_slot(tag: str) -> int:
+    """The cluster slot of a hash tag (CRC16/XMODEM mod 16384, as Redis computes it)."""
+    return binascii.crc_hqx(tag.encode("utf-8"), 0) % CLUSTER_SLOTS
+
+
+def log_keys(session_id: str, *, cluster: bool, shards: int) -> list[str]:
+    """The event-log stream and the experiment counters of a session's shard."""
+    if cluster:
+        tag = _slot_tags()[key_slot(f"s:{session_id}")]
+    else:
+        tag = f"log:{zlib.crc32(session_id.encode('utf-8')) % shards}"
+    return [f"nc:{{{tag}}}:events", f"nc:{{{tag}}}:experiments"]
 
 
 def sweep_shard(session_id: str, shards: int) -> int:
@@ -114,6 +156,7 @@ class EventRecord:
     event_id: str | None = None
     payload: str = ""
     recommendation_id: str | None = None
+    event_type: str = "click"
 
 
 @dataclass
@@ -366,14 +409,33 @@ class StateStore:
         """``attached_gen``: the generation this caller attached to its user after an
         ``attach`` answer (see ingest.lua)."""
         s = self.settings
+        now = self.clock()
+        log_len = log_min_id = ""
+        if s.event_log:
+            log_len = str(self.log_shard_length)
+            if s.event_log_max_age > 0:
+                log_min_id = str(int((now - s.event_log_max_age) * 1000))
         args: list[Any] = [s.session_idle_timeout, s.session_ttl, s.max_session_clicks,
                            s.event_id_ttl, model_key, user_id or "", int(want_all),
-                           format_timestamp(self.clock()), s.max_event_ids,
-                           "" if attached_gen is None else attached_gen, len(events)]
+                           format_timestamp(now), s.max_event_ids,
+                           "" if attached_gen is None else attached_gen, log_len, log_min_id,
+                           len(events)]
         for event in events:
             args += [event.event_id or "", format_timestamp(event.timestamp), event.item_id,
-                     event.payload, event.recommendation_id or ""]
-        return Call(self.scripts["ingest"], session_keys(session_id), args)
+                     event.payload, event.recommendation_id or "", event.event_type]
+        keys = session_keys(session_id) + self.log_keys(session_id)
+        return Call(self.scripts["ingest"], keys, args)
+
+    def log_keys(self, session_id: str) -> list[str]:
+        return log_keys(session_id, cluster=self.cluster,
+                        shards=self.settings.event_log_shards)
+
+    @property
+    def log_shard_length(self) -> int:
+        """Entries kept per log shard: the total bound over the shards (at least 100 each,
+        the stream's trimming unit)."""
+        shards = CLUSTER_SLOTS if self.cluster else self.settings.event_log_shards
+        return max(100, -(-self.settings.event_log_max_events // shards))
 
     async def ingest(self, session_id: str, events: Sequence[EventRecord], *,
                      user_id: str | None, model_key: str, want_all: bool,
@@ -447,8 +509,10 @@ class StateStore:
                              items: Sequence[str]) -> Call:
         """Remember a list answered for a session, for the attribution of later clicks."""
         entry = "\t".join([recommendation_id, model_key, *items])
-        return Call(self.scripts["remember_served"], [session_key(session_id, "served")],
-                    [entry, self.settings.served_lists_kept, self.settings.session_ttl])
+        return Call(self.scripts["remember_served"],
+                    [session_key(session_id, "served"), self.log_keys(session_id)[1]],
+                    [entry, self.settings.served_lists_kept, self.settings.session_ttl,
+                     model_key])
 
     def user_state_call(self, user_id: str, model_key: str, blob: bytes, folded: int) -> Call:
         """Compare-and-set of a user's cached state on the number of sessions folded."""
@@ -526,6 +590,21 @@ class StateStore:
             await self.client.zrem(key, session_id)
         else:
             await self.client.zadd(key, {session_id: activity})
+
+    async def experiment_counts(self) -> dict[str, dict[str, float]]:
+        """The online experiment counters summed over the log shards: per model version,
+        lists answered, clicks on them, hits, sum of reciprocal ranks and of their
+        squares (see ingest.lua and remember_served.lua)."""
+        keys = sorted({_text(key) async for key in cast(Any, self.client).scan_iter(
+            match="nc:{log:*}:experiments", count=1000)})
+        totals: dict[str, dict[str, float]] = {}
+        for key in keys:
+            for name, value in (await cast(Any, self.client).hgetall(key)).items():
+                model, _, counter = _text(name).rpartition("|")
+                entry = totals.setdefault(model, dict.fromkeys(
+                    ("lists", "clicks", "hits", "rr", "rr2"), 0.0))
+                entry[counter] = entry.get(counter, 0.0) + float(_text(value))
+        return totals
 
     # ---- reads and erasure ---------------------------------------------------------------
     async def get_session(self, session_id: str) -> SessionRecord | None:

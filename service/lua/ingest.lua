@@ -5,14 +5,18 @@
 --   and count), KEYS[5] event-payload hash (event id -> payload fingerprint, same members),
 -- KEYS[6] served lists ("<recommendation id>\t<model@version>\t<item>\t<item>...", newest
 --   last: the lists recently answered for this session, for click attribution)
+-- KEYS[7] the event-log stream of the session's shard, KEYS[8] that shard's online
+--   experiment counters (hash "<model@version>|clicks|hits|rr|rr2")
 -- ARGV[1] idle timeout (s)     ARGV[2] session TTL (s)    ARGV[3] max clicks kept
 -- ARGV[4] event-id TTL (s)     ARGV[5] state field (model@version)
 -- ARGV[6] user id ('' = none)  ARGV[7] '1' = also return the whole click list
 -- ARGV[8] now (server clock, s) ARGV[9] max event ids remembered
 -- ARGV[10] the generation the caller has attached to its user ('' = none; see 'attach')
--- ARGV[11] number of events, then per event: event id ('' = none), timestamp, item id,
+-- ARGV[11] event-log length kept per shard ('' = no log), ARGV[12] oldest log entry id
+--   kept (ms, '' = no age limit)
+-- ARGV[13] number of events, then per event: event id ('' = none), timestamp, item id,
 --   payload fingerprint (what must match when the event id is sent again), the
---   recommendation id the item was clicked in ('' = none)
+--   recommendation id the item was clicked in ('' = none), event type
 --
 -- Returns {status, gen, user_id, accepted, duplicates, total, started_at, last_event_at,
 --          state_blob|false, state_n, unfolded_clicks, all_clicks, new_generation,
@@ -43,7 +47,9 @@ local want_all = ARGV[7] == '1'
 local now = tonumber(ARGV[8])
 local max_ids = tonumber(ARGV[9])
 local attached_gen = tonumber(ARGV[10])
-local n_events = tonumber(ARGV[11])
+local log_len = tonumber(ARGV[11])
+local log_min_id = ARGV[12]
+local n_events = tonumber(ARGV[13])
 
 local meta = redis.call('HMGET', KEYS[1], 'gen', 'status', 'user_id', 'last_event_at',
                         'folded', 'attached')
@@ -61,7 +67,7 @@ local fresh = {}
 local duplicates = 0
 local seen = {}
 for i = 0, n_events - 1 do
-  local base = 12 + i * 5
+  local base = 14 + i * 6
   local eid = ARGV[base]
   local payload = ARGV[base + 3]
   local known = false
@@ -83,7 +89,8 @@ for i = 0, n_events - 1 do
     duplicates = duplicates + 1
   else
     if eid ~= '' then seen[eid] = payload end
-    fresh[#fresh + 1] = {eid, ARGV[base + 1], ARGV[base + 2], payload, ARGV[base + 4]}
+    fresh[#fresh + 1] = {eid, ARGV[base + 1], ARGV[base + 2], payload, ARGV[base + 4],
+                         ARGV[base + 5]}
   end
 end
 
@@ -161,6 +168,20 @@ if #fresh > 0 then
     end
   end
   redis.call('LTRIM', KEYS[2], -max_clicks, -1)
+  -- The durable event log: every accepted event, in this same atomic step (session,
+  -- user, item, timestamp, type, event id, the model version answering, the list the
+  -- item was clicked in).
+  if log_len then
+    local session_id = string.match(KEYS[1], '^nc:{s:(.*)}:meta$')
+    for _, event in ipairs(fresh) do
+      redis.call('XADD', KEYS[7], 'MAXLEN', '~', log_len, '*', 's', session_id,
+                 'u', meta_user, 'i', event[3], 't', event[2], 'y', event[6],
+                 'e', event[1], 'm', field, 'r', event[5])
+    end
+    if log_min_id ~= '' then
+      redis.call('XTRIM', KEYS[7], 'MINID', '~', log_min_id)
+    end
+  end
   redis.call('HINCRBY', KEYS[1], 'total', #fresh)
   redis.call('HSET', KEYS[1], 'touched_at', ARGV[8])
   if newest_text then
@@ -203,6 +224,18 @@ for _, event in ipairs(fresh) do
       end
     end
     attributions[#attributions + 1] = found
+    if found[2] >= 0 then
+      -- online experiment counters of the list's model version (summed over the shards
+      -- by GET /admin/experiments): clicks on its lists, hits, reciprocal ranks
+      local model = found[1]
+      redis.call('HINCRBY', KEYS[8], model .. '|clicks', 1)
+      if found[2] > 0 then
+        local rr = 1 / found[2]
+        redis.call('HINCRBY', KEYS[8], model .. '|hits', 1)
+        redis.call('HINCRBYFLOAT', KEYS[8], model .. '|rr', rr)
+        redis.call('HINCRBYFLOAT', KEYS[8], model .. '|rr2', rr * rr)
+      end
+    end
   end
 end
 
