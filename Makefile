@@ -40,11 +40,11 @@ $(STAMP_RUN): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-compile torch==2.13.0
-	$(PY) -m pip install -q --no-compile -e '.[train]'
+	$(PY) -m pip install -q --no-compile -e '.[cpu,train]'
 	touch $@
 
 $(STAMP): $(STAMP_RUN)
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[cpu,train,dev]'
 	touch $@
 
 install: $(STAMP)

@@ -20,7 +20,16 @@ COUNTERS = {
     "nextclick_sessions_closed_total": "Session generations closed by this process.",
     "nextclick_user_sessions_folded_total": "Closed sessions appended to a user's history.",
     "nextclick_session_rollovers_total": "Sessions closed because of the idle timeout.",
+    "nextclick_sessions_swept_total": "Idle sessions closed and folded by the sweeper.",
     "nextclick_redis_unavailable_total": "Requests answered 503 because Redis was down.",
+}
+
+#: Counters with labels: name -> help text.
+LABELLED_COUNTERS = {
+    "nextclick_recommendations_served_total": "Lists answered, by model version.",
+    "nextclick_attributed_clicks_total": "Clicks naming the recommendation_id of a list, by "
+    "the list's model version and the clicked item's position in it (0: not in the list; "
+    "unknown: the list is no longer remembered).",
 }
 
 
@@ -34,6 +43,8 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, float] = dict.fromkeys(COUNTERS, 0.0)
+        self._labelled: dict[str, dict[tuple[tuple[str, str], ...], float]] = {
+            name: defaultdict(float) for name in LABELLED_COUNTERS}
         self._requests: dict[tuple[str, str, str], int] = defaultdict(int)
         # (method, route) -> [bucket counts..., +Inf count], sum
         self._histograms: dict[tuple[str, str], list[float]] = {}
@@ -42,6 +53,15 @@ class Metrics:
     def inc(self, name: str, value: float = 1.0) -> None:
         with self._lock:
             self._counters[name] = self._counters.get(name, 0.0) + value
+
+    def inc_labelled(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            self._labelled[name][key] += value
+
+    def labelled(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        with self._lock:
+            return dict(self._labelled[name])
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -63,6 +83,11 @@ class Metrics:
             for name, help_text in COUNTERS.items():
                 lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
                           f"{name} {self._counters.get(name, 0.0):g}"]
+            for name, help_text in LABELLED_COUNTERS.items():
+                lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+                for key, count in sorted(self._labelled[name].items()):
+                    labels = ",".join(f'{label}="{_escape(value)}"' for label, value in key)
+                    lines.append(f"{name}{{{labels}}} {count:g}")
             lines += ["# HELP nextclick_http_requests_total HTTP requests by route and status.",
                       "# TYPE nextclick_http_requests_total counter"]
             for (method, route, status), count in sorted(self._requests.items()):

@@ -11,8 +11,8 @@ import pytest
 
 from cli.main import COMMANDS, build_parser, main
 
-SUBCOMMANDS = ["synth", "prepare", "train", "evaluate", "export", "serve", "bench",
-               "benchmark", "readme-results"]
+SUBCOMMANDS = ["synth", "prepare", "train", "evaluate", "export", "serve", "events",
+               "replay", "retrain", "bench", "benchmark", "readme-results"]
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

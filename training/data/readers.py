@@ -45,7 +45,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "timestamp": pl.Float64(), "event_type": pl.Utf8(),
 }
 FORMATS = ("csv", "yoochoose", "session-rec", "diginetica", "retailrocket", "taobao",
-           "sessions", "movielens", "otto")
+           "sessions", "movielens", "otto", "events")
 #: canonical role -> the default raw column name for ``--format csv``
 CSV_DEFAULT_COLUMNS = {"item": "item_id", "user": "user_id", "time": "timestamp",
                        "session": "session_id", "type": "event_type"}
@@ -598,6 +598,38 @@ def read_otto(path: Path, options: ReaderOptions) -> pl.DataFrame:
                          "timestamp": times, "event_type": types}, schema=EVENT_SCHEMA)
 
 
+def read_event_log(path: Path, options: ReaderOptions) -> pl.DataFrame:
+    """The service's exported event log (``nextclick events export``): a folder of
+    ``events-*.parquet`` files (or one such file), already canonical. Entries exported
+    twice (``--since`` overlapping an earlier export) are kept once."""
+    if path.is_dir():
+        files = sorted(path.glob("events-*.parquet"))
+        if not files:
+            raise ValueError(f"{path}: no events-*.parquet files (export the log with "
+                             "`nextclick events export --out DIR` first)")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    try:
+        frame = pl.concat([pl.read_parquet(file) for file in files], how="diagonal_relaxed")
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ValueError(f"{path}: not an exported event log ({exc})") from None
+    missing = [column for column in ("session_id", "item_id", "timestamp")
+               if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not an exported event log (no {', '.join(missing)})")
+    if "log_id" in frame.columns:
+        frame = frame.unique(subset="log_id", keep="first", maintain_order=True)
+    if options.event_types:
+        frame = frame.filter(pl.col("event_type").is_in(options.event_types))
+    for column in EVENT_SCHEMA:
+        if column not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=EVENT_SCHEMA[column]).alias(column))
+    return (frame.sort("timestamp", maintain_order=True)
+            .select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA))  # type: ignore[arg-type]
+
+
 def _read_text_lines(path: Path) -> pl.DataFrame:
     """One Utf8 column ``line`` with the 1-based line number, via polars (fast on big
     files): a separator that never occurs in text makes each line one field."""
@@ -698,9 +730,11 @@ def read_events(path: str | Path, fmt: str, options: ReaderOptions | None = None
     column). Raises ``FileNotFoundError`` for a missing/unreadable path and ``ValueError``
     naming the file and line for malformed content or an unknown format.
     """
-    if fmt not in _READERS:
+    if fmt not in _READERS and fmt != "events":
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     source = Path(path)
+    if fmt == "events":
+        return read_event_log(source, options or ReaderOptions())
     _check_file(source)
     opts = options or ReaderOptions()
     if opts.time_unit is not None and opts.time_unit not in TIME_UNITS:

@@ -1,0 +1,76 @@
+"""``nextclick retrain``: from served clicks back to a better model. Prepares the exported
+event log (plus an optional base click log) with its latest days as the holdout, trains a
+candidate, scores it and the version being served on the same holdout through the serving
+engine, and installs the candidate into the artifacts folder only when it is at least as
+good on the chosen metric; ``--reload`` then asks the running service to load it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  nextclick events export --out data/events --redis-url redis://127.0.0.1:6379/0
+  nextclick retrain --events data/events --model hrnn-init --base data/synth.csv \\
+      --reload http://127.0.0.1:8000 --admin-key $NEXTCLICK_ADMIN_KEY
+  make retrain EVENTS=data/events MODEL=hrnn-init"""
+
+
+def register(subparsers: Any, help_text: str) -> None:
+    from training.data.readers import FORMATS
+
+    parser = subparsers.add_parser("retrain", help=help_text, description=__doc__,
+                                   epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", required=True, type=Path,
+                        help="the exported event log (nextclick events export --out)")
+    parser.add_argument("--model", required=True, help="the model to retrain, e.g. hrnn-init")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="an earlier click log to train on as well")
+    parser.add_argument("--base-format", choices=FORMATS, default="csv",
+                        help="format of --base (default csv)")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"),
+                        help="the folder the service serves (default artifacts/)")
+    parser.add_argument("--metric", default="recall@20",
+                        help="what the candidate must match or beat (default recall@20)")
+    parser.add_argument("--holdout-days", type=float, default=1.0,
+                        help="the latest days held out for the comparison (default 1)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="most epochs (default: the model's paper setting)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="working folder (default var/retrain/<model>-<time>)")
+    parser.add_argument("--reload", default=None, metavar="URL",
+                        help="after installing, POST URL/admin/reload")
+    parser.add_argument("--admin-key", default=None,
+                        help="an admin key for --reload (X-API-Key)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.retrain import reload_service, retrain
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    work = args.work or Path("var/retrain") / f"{args.model}-{time.strftime('%Y%m%dT%H%M%S')}"
+    gate = retrain(args.events, args.model, args.artifacts, work, base=args.base,
+                   base_format=args.base_format, holdout_days=args.holdout_days,
+                   metric=args.metric, epochs=args.epochs, progress=not args.quiet)
+    current = gate.current
+    shown = "none served" if current is None else (
+        current.get("error") or f"{float(current[gate.metric]):.4f} ({current['model']})")
+    print(f"{gate.metric} on {gate.candidate['targets']:,} holdout targets: candidate "
+          f"{gate.candidate[gate.metric]:.4f} ({gate.candidate['model']}), served {shown}")
+    if not gate.promoted:
+        print("kept the served version: the candidate is not as good")
+        return 0
+    print(f"installed {gate.bundle}")
+    if args.reload:
+        answer = reload_service(args.reload, args.admin_key)
+        print(f"reloaded {args.reload}: {', '.join(answer.get('loaded', []))}")
+    return 0
