@@ -46,14 +46,15 @@ def register(subparsers: Any, help_text: str) -> None:
     parser.add_argument("--k", type=int, default=20, metavar="N",
                         help="list length (default 20)")
     parser.add_argument("--engine-only", action="store_true", help="skip the HTTP part")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128],
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128], metavar="N",
                         help="sessions per engine run to time (default 1 8 32 128)")
-    parser.add_argument("--peer", choices=("none", "naive"), default="none",
-                        help="compare with the naive peer service (needs the [train] extra)")
-    parser.add_argument("--duration", type=float, default=None,
+    parser.add_argument("--peer", choices=("none", "naive"), default="none", metavar="WHICH",
+                        help="naive: compare with the naive peer service, which needs the "
+                             "[train] extra (default none)")
+    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                         help="seconds per HTTP measurement instead of --requests "
                              "(--peer naive: default 20)")
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--repeats", type=int, default=1, metavar="N",
                         help="--peer naive: repeat the comparison (default 1)")
     parser.add_argument("--cas", action="store_true",
                         help="only compare WATCH/MULTI with a Lua compare-and-set on Redis")

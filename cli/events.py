@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 EPILOG = """examples:
   nextclick events export --out data/events --redis-url redis://127.0.0.1:6379/0
   nextclick events export --out data/events --since 2026-11-30T00:00:00
@@ -20,17 +22,17 @@ Each run appends one events-<time>.parquet and remembers where it stopped
 
 
 def register(subparsers: Any, help_text: str) -> None:
-    parser = subparsers.add_parser("events", help=help_text, description=__doc__,
-                                   epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser("events", help=help_text, description=describe(__doc__),
+                                   epilog=EPILOG, formatter_class=HelpFormatter)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="export the event log as parquet",
-                                description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    export.add_argument("--out", required=True, type=Path, help="folder of exported files")
-    export.add_argument("--since", default=None,
+                                description=describe(__doc__), epilog=EPILOG,
+                                formatter_class=HelpFormatter)
+    export.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="folder of exported files")
+    export.add_argument("--since", default=None, metavar="TIME",
                         help="skip events logged before this time (ISO 8601 or seconds)")
-    export.add_argument("--redis-url", default=None,
+    export.add_argument("--redis-url", default=None, metavar="URL",
                         help="the service's Redis (default $NEXTCLICK_REDIS_URL)")
     export.set_defaults(func=run_export)
 

@@ -10,6 +10,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 EPILOG = """examples:
   nextclick replay --events data/synth --url http://127.0.0.1:8000
   nextclick replay --events data/events --url http://127.0.0.1:8000 --rate 200 --k 20
@@ -20,24 +22,26 @@ share of the sessions shows up as its own row."""
 
 
 def register(subparsers: Any, help_text: str) -> None:
-    parser = subparsers.add_parser("replay", help=help_text, description=__doc__,
-                                   epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", required=True, type=Path,
+    parser = subparsers.add_parser("replay", help=help_text, description=describe(__doc__),
+                                   epilog=EPILOG, formatter_class=HelpFormatter)
+    parser.add_argument("--events", required=True, type=Path, metavar="DIR",
                         help="a prepared dataset folder (its test split) or an exported "
                              "event log folder")
-    parser.add_argument("--url", required=True, help="the running service")
-    parser.add_argument("--k", type=int, default=20, help="list length asked (default 20)")
-    parser.add_argument("--rate", type=float, default=None,
+    parser.add_argument("--url", required=True, metavar="URL",
+                        help="the running service, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--k", type=int, default=20, metavar="N",
+                        help="list length asked (default 20)")
+    parser.add_argument("--rate", type=float, default=None, metavar="N",
                         help="most clicks per second (default: as fast as it answers)")
-    parser.add_argument("--concurrency", type=int, default=8,
+    parser.add_argument("--concurrency", type=int, default=8, metavar="N",
                         help="sessions replayed at once (default 8)")
-    parser.add_argument("--sessions", type=int, default=None,
-                        help="replay only the first N sessions")
-    parser.add_argument("--model", default=None,
+    parser.add_argument("--sessions", type=int, default=None, metavar="N",
+                        help="replay only the first N sessions (default: all)")
+    parser.add_argument("--model", default=None, metavar="NAME",
                         help="ask this model for every click (default: the service's "
                              "choice, its traffic split included)")
-    parser.add_argument("--api-key", default=None, help="a client key (X-API-Key)")
+    parser.add_argument("--api-key", default=None, metavar="KEY",
+                        help="a client key (X-API-Key)")
     parser.set_defaults(func=run)
 
 

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.helptext import HelpFormatter, describe
+
 EPILOG = """examples:
   nextclick events export --out data/events --redis-url redis://127.0.0.1:6379/0
   nextclick retrain --events data/events --model hrnn-init --base data/synth.csv \\
@@ -21,42 +23,42 @@ EPILOG = """examples:
 def register(subparsers: Any, help_text: str) -> None:
     from training.data.readers import FORMATS
 
-    parser = subparsers.add_parser("retrain", help=help_text, description=__doc__,
-                                   epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", required=True, type=Path,
+    parser = subparsers.add_parser("retrain", help=help_text, description=describe(__doc__),
+                                   epilog=EPILOG, formatter_class=HelpFormatter)
+    parser.add_argument("--events", required=True, type=Path, metavar="DIR",
                         help="the exported event log (nextclick events export --out)")
-    parser.add_argument("--model", required=True, help="the model to retrain, e.g. hrnn-init")
-    parser.add_argument("--base", type=Path, default=None,
+    parser.add_argument("--model", required=True, metavar="NAME",
+                        help="the model to retrain, e.g. hrnn-init")
+    parser.add_argument("--base", type=Path, default=None, metavar="FILE",
                         help="an earlier click log to train on as well")
-    parser.add_argument("--base-format", choices=FORMATS, default="csv",
-                        help="format of --base (default csv)")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"),
-                        help="the folder the service serves (default artifacts/)")
-    parser.add_argument("--metric", default="recall@20",
+    parser.add_argument("--base-format", choices=FORMATS, default="csv", metavar="FORMAT",
+                        help=f"format of --base: {', '.join(FORMATS)} (default csv)")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), metavar="DIR",
+                        help="the folder the service serves (default artifacts)")
+    parser.add_argument("--metric", default="recall@20", metavar="METRIC",
                         help="what the candidate must match or beat (default recall@20)")
-    parser.add_argument("--holdout-days", type=float, default=1.0,
+    parser.add_argument("--holdout-days", type=float, default=1.0, metavar="DAYS",
                         help="the latest days held out for the comparison (default 1)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help="most epochs (default: the model's paper setting)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--work", type=Path, default=None,
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default 1, the fastest for these small "
+                             "models; a warning says when other work keeps the cores busy)")
+    parser.add_argument("--work", type=Path, default=None, metavar="DIR",
                         help="working folder (default var/retrain/<model>-<time>)")
     parser.add_argument("--reload", default=None, metavar="URL",
                         help="after installing, POST URL/admin/reload")
-    parser.add_argument("--admin-key", default=None,
+    parser.add_argument("--admin-key", default=None, metavar="KEY",
                         help="an admin key for --reload (X-API-Key)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.fit.threads import apply_threads
     from training.retrain import reload_service, retrain
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
+    apply_threads(args.threads, warn=not args.quiet)
     work = args.work or Path("var/retrain") / f"{args.model}-{time.strftime('%Y%m%dT%H%M%S')}"
     gate = retrain(args.events, args.model, args.artifacts, work, base=args.base,
                    base_format=args.base_format, holdout_days=args.holdout_days,
