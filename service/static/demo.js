@@ -484,14 +484,20 @@ function fillSelect(select, chosen) {
   select.value = chosen;
 }
 
+function hasEventWithRecommendationId(node) {
+  // any schema in the OpenAPI document (inline or in components) describing an event
+  // that carries a recommendation_id
+  if (!node || typeof node !== "object") return false;
+  const properties = node.properties;
+  if (properties && typeof properties === "object"
+      && "item_id" in properties && "recommendation_id" in properties) return true;
+  return Object.values(node).some(hasEventWithRecommendationId);
+}
+
 async function detectRecommendationIds() {
   try {
     const response = await fetch("openapi.json");
-    const schemas = ((await response.json()).components || {}).schemas || {};
-    state.recommendationIds = Object.values(schemas).some((schema) => {
-      const properties = schema.properties || {};
-      return "item_id" in properties && "recommendation_id" in properties;
-    });
+    state.recommendationIds = hasEventWithRecommendationId(await response.json());
   } catch (error) {
     state.recommendationIds = false;
   }

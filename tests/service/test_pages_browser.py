@@ -123,6 +123,10 @@ def test_demo_page_compares_two_models_and_shows_a_users_memory(page: Any,
 
     # clicks from pane A's list, pane B's list and the catalogue; each reaches both models
     session = page.inner_text("#session-id")
+    sent: list[dict[str, Any]] = []
+    page.on("request", lambda request: sent.append(request.post_data_json)
+            if request.method == "POST" and request.url.split("?")[0].endswith("/events")
+            else None)
     clicked: list[str] = []
     for source in ("#pane-a .recs", "#pane-b .recs", "#catalog"):
         before_a, before_b = _items(page, "#pane-a .recs"), _items(page, "#pane-b .recs")
@@ -139,6 +143,13 @@ def test_demo_page_compares_two_models_and_shows_a_users_memory(page: Any,
         assert page.inner_text("#pane-a .source") == "from this session"
     trail = page.eval_on_selector_all("#trail li", "nodes => nodes.map(n => n.textContent)")
     assert len(trail) == 3 and all(TITLE.match(title) for title in trail), trail
+    # one event per click, sent to both models unchanged; a click in a list names that list
+    assert len(sent) == 6 and all(sent[i] == sent[i + 1] for i in (0, 2, 4))
+    assert [event["item_id"] for event in sent[::2]] == clicked
+    assert all(event["user_id"] == "alice" and event["event_id"] for event in sent)
+    assert sent[0]["recommendation_id"] and sent[2]["recommendation_id"]
+    assert sent[0]["recommendation_id"] != sent[2]["recommendation_id"]  # pane A's, pane B's
+    assert "recommendation_id" not in sent[4]  # the catalogue is not a recommendation
     stored = httpx.get(f"{server.url}/sessions/{session}", headers={"X-API-Key": KEY},
                        timeout=10).json()
     assert [click["item_id"] for click in stored["clicks"]] == clicked  # recorded once each
