@@ -8,6 +8,7 @@ import bisect
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,7 +22,20 @@ COUNTERS = {
     "nextclick_user_sessions_folded_total": "Closed sessions appended to a user's history.",
     "nextclick_session_rollovers_total": "Sessions closed because of the idle timeout.",
     "nextclick_redis_unavailable_total": "Requests answered 503 because Redis was down.",
+    "nextclick_rate_limited_total": "Requests refused with 429 by the rate limit.",
+    "nextclick_rate_limit_errors_total": "Requests let through because the rate limiter's "
+                                         "Redis failed (fail open).",
+    "nextclick_requests_shed_total": "Requests refused with 503 beyond max_in_flight.",
 }
+
+#: Counters with one label: name -> (label name, help).
+LABELLED_COUNTERS = {
+    "nextclick_redis_refusals_total": ("reason", "Requests answered 503 because Redis was "
+                                       "unreachable or refused (oom, readonly, ...)."),
+}
+
+#: A callable returning extra exposition lines (e.g. state read from another process).
+Collector = Callable[[], list[str]]
 
 
 def _escape(value: str) -> str:
@@ -37,11 +51,20 @@ class Metrics:
         self._requests: dict[tuple[str, str, str], int] = defaultdict(int)
         # (method, route) -> [bucket counts..., +Inf count], sum
         self._histograms: dict[tuple[str, str], list[float]] = {}
+        self._labelled: dict[tuple[str, str], float] = defaultdict(float)
+        self._collectors: list[Collector] = []
         self.started = time.time()
+
+    def add_collector(self, collector: Collector) -> None:
+        self._collectors.append(collector)
 
     def inc(self, name: str, value: float = 1.0) -> None:
         with self._lock:
             self._counters[name] = self._counters.get(name, 0.0) + value
+
+    def inc_labelled(self, name: str, label: str, value: float = 1.0) -> None:
+        with self._lock:
+            self._labelled[(name, label)] += value
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -63,6 +86,11 @@ class Metrics:
             for name, help_text in COUNTERS.items():
                 lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
                           f"{name} {self._counters.get(name, 0.0):g}"]
+            for name, (label_name, help_text) in LABELLED_COUNTERS.items():
+                lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+                lines += [f'{name}{{{label_name}="{_escape(label)}"}} {count:g}'
+                          for (metric, label), count in sorted(self._labelled.items())
+                          if metric == name]
             lines += ["# HELP nextclick_http_requests_total HTTP requests by route and status.",
                       "# TYPE nextclick_http_requests_total counter"]
             for (method, route, status), count in sorted(self._requests.items()):
@@ -86,6 +114,8 @@ class Metrics:
                              f"{cumulative:g}")
         for name, (help_text, gauge) in (gauges or {}).items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {gauge:g}"]
+        for collector in self._collectors:
+            lines += collector()
         return "\n".join(lines) + "\n"
 
 
