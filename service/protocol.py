@@ -34,7 +34,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_head_bytes = max_head_bytes
         self.read_timeout = read_timeout
         self._in_head = True  # no request head completed since the last request ended
-        self._head_bytes = 0
+        self._raw_head_bytes = 0  # bytes received while in a head (an upper bound)
+        self._head_bytes = 0  # the parsed head: request target and header lines
+        self._oversized = False
         self._deadline: asyncio.TimerHandle | None = None
 
     # ---- the deadline --------------------------------------------------------------------
@@ -75,27 +77,50 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # Two counts: the bytes received while a head is incomplete bound what the parser
+        # buffers (it holds a header until it is whole, so an 8 MB header never reaches a
+        # callback); a completed head is measured exactly by the parser callbacks, so
+        # body bytes that share a read with a small head never count against it.
+        if self._oversized:
+            return
         if self._in_head:
-            # Counted before parsing (the parser buffers a header until it is whole);
-            # checked after, so the body bytes that share a read with a small head never
-            # count against it.
-            self._head_bytes += len(data)
+            self._raw_head_bytes += len(data)
         super().data_received(data)
-        if (self._in_head and self._head_bytes > self.max_head_bytes
-                and not self.transport.is_closing()):
+        if self.transport.is_closing():
+            return
+        if self._oversized or (self._in_head and self._raw_head_bytes > self.max_head_bytes):
+            self._oversized = True
             self._refuse(431, "request_header_too_large",
                          f"the request line and headers exceed {self.max_head_bytes} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_bytes = 0
         self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
+        self._raw_head_bytes = 0
+        if self._head_bytes > self.max_head_bytes:
+            self._oversized = True  # refused by data_received; the app never sees it
+            return
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._oversized:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._oversized:
+            return
         super().on_message_complete()
         self._disarm()
         self._in_head = True
