@@ -1,8 +1,10 @@
 """``nextclick bench``: load-test the serving path on this machine. By default: the engine
-alone (advance + top-20 per click, batch 1) and the HTTP click path of a real
-``nextclick serve`` at 1 and 32 concurrent clients with 1 and 2 workers, on a random-weight
-HRNN-Init over 40k items, ending with a check that every acknowledged click is stored
-exactly once. Results go to reports/bench.json."""
+alone (clicks/s when 1, 8, 32 or 128 sessions share one advance + top-20 run) and the HTTP
+click path of a real ``nextclick serve`` at 1 and 32 concurrent clients with 1 and 2
+workers, on a random-weight HRNN-Init over 40k items, ending with a check that every
+acknowledged click is stored exactly once. ``--peer naive`` instead compares, in one run,
+the service a user would write themselves (FastAPI + redis-py + eager torch NARM) with our
+NARM and HRNN-Init. Results go to reports/bench.json."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 EPILOG = """examples:
   nextclick bench                          # engine + HTTP, 1 and 2 workers
+  nextclick bench --peer naive --repeats 3 # ours against the naive peer, 20 s per row
   nextclick bench --engine-only --items 1000000
   nextclick bench --workers 1 --concurrency 1 32 --requests 8000
   nextclick bench --cas                    # WATCH/MULTI vs Lua compare-and-set on Redis
@@ -40,6 +43,15 @@ def register(subparsers: Any, help_text: str) -> None:
                         help="server worker processes, one server each (default 1 2)")
     parser.add_argument("--k", type=int, default=20, help="list length (default 20)")
     parser.add_argument("--engine-only", action="store_true", help="skip the HTTP part")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128],
+                        help="sessions per engine run to time (default 1 8 32 128)")
+    parser.add_argument("--peer", choices=("none", "naive"), default="none",
+                        help="compare with the naive peer service (needs the [train] extra)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per HTTP measurement instead of --requests "
+                             "(--peer naive: default 20)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="--peer naive: repeat the comparison (default 1)")
     parser.add_argument("--cas", action="store_true",
                         help="only compare WATCH/MULTI with a Lua compare-and-set on Redis")
     parser.add_argument("--cas-clients", type=int, default=16,
@@ -58,13 +70,13 @@ def register(subparsers: Any, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loadtest.engine_timing import bench_engine
+    from loadtest.engine_timing import bench_engine_batches
     from loadtest.http_load import BENCH_DIR, bench_http, build_bench_bundle
 
     if args.memory:
-        artifacts = BENCH_DIR / f"artifacts-hrnn-init-{args.items}"
         from loadtest.memory import bench_memory
 
+        artifacts = BENCH_DIR / f"artifacts-hrnn-init-{args.items}"
         build_bench_bundle(args.items, artifacts)
         print("memory   " + json.dumps(bench_memory(artifacts, args.memory_users, 3,
                                                           args.memory_clicks)))
@@ -86,15 +98,25 @@ def run(args: argparse.Namespace) -> int:
     for model in models:
         bundle_dir = build_bench_bundle(args.items, BENCH_DIR / f"artifacts-{model}-{args.items}",
                                         model)
-        report["engine"][model] = engine = bench_engine(bundle_dir, args.clicks, k=args.k)
-        print(f"engine   {bundle_dir} ({args.items} items): advance + top-{args.k} per click "
-              f"{json.dumps({key: value for key, value in engine.items() if 'ms' in key})}")
-    artifacts = BENCH_DIR / f"artifacts-{models[0]}-{args.items}"
-    if not args.engine_only:
+        report["engine"][model] = rows = bench_engine_batches(
+            bundle_dir, args.batch_sizes, clicks=args.clicks, k=args.k)
+        for row in rows:
+            print(f"engine   {model} ({args.items} items), {row['batch']:>3} sessions per "
+                  f"run: {row['clicks_per_s']:9.1f} clicks/s, {row['per_click_p50_ms']:.3f} "
+                  f"ms per click")
+    if args.peer == "naive" and not args.engine_only:
+        from loadtest.comparison import compare_with_peer, table
+
+        report["comparison"] = comparison = compare_with_peer(
+            args.items, args.concurrency, duration=args.duration or 20.0,
+            repeats=args.repeats, k=args.k)
+        print(table(comparison))
+    elif not args.engine_only:
+        artifacts = BENCH_DIR / f"artifacts-{models[0]}-{args.items}"
         report["http"] = []
         for workers in args.workers:
             for http in bench_http(artifacts, args.requests, args.concurrency, workers,
-                                   args.k, args.items):
+                                   args.k, args.items, duration=args.duration):
                 report["http"].append(http)
                 print(f"http     POST /sessions/{{id}}/events, {workers} worker(s), "
                       f"{http['concurrency']} clients: {http['clicks_per_s']} clicks/s, "

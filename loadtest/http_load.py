@@ -79,8 +79,10 @@ class _Connection:
             self.writer = None
 
 
-async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items: int,
-                 seed: int) -> dict[str, Any]:
+async def _drive(base_url: str, requests: int | None, concurrency: int, k: int, n_items: int,
+                 seed: int, duration: float | None = None) -> dict[str, Any]:
+    """``concurrency`` closed-loop clients replaying sessions until ``requests`` were sent
+    or ``duration`` seconds passed; then the end-state check over every session."""
     import httpx
 
     latencies: list[float] = []
@@ -94,6 +96,12 @@ async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items
     item_pool = rng.choices(population, weights=weights, k=50_000)
 
     host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    deadline = None if duration is None else time.perf_counter() + duration
+
+    def done() -> bool:
+        if deadline is not None:
+            return time.perf_counter() >= deadline
+        return requests is not None and issued >= requests
     run_token = os.urandom(4).hex()  # fresh ids: the embedded Redis outlives a bench run
 
     async def client(worker: int) -> None:
@@ -108,7 +116,7 @@ async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items
         nonlocal issued
         local = random.Random(seed * 1000 + worker)
         session_no = 0
-        while issued < requests:
+        while not done():
             session_no += 1
             session_id = f"bench-{run_token}-{worker}-{session_no}"
             # A user belongs to one client, so their sessions follow each other as in life
@@ -117,7 +125,7 @@ async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items
             user = (f"user-{run_token}-{worker}-{local.randint(1, 150)}" if local.random() < 0.5
                     else None)
             for _ in range(local.randint(3, 12)):
-                if issued >= requests:
+                if done():
                     return
                 issued += 1
                 body: dict[str, Any] = {"item_id": local.choice(item_pool)}
@@ -157,45 +165,77 @@ async def _drive(base_url: str, requests: int, concurrency: int, k: int, n_items
     return result
 
 
-def bench_http(artifacts: Path, requests: int, concurrencies: list[int], workers: int, k: int,
-               n_items: int) -> list[dict[str, Any]]:
-    """One warm server with ``workers`` processes; one measurement per concurrency."""
-    import httpx
+class ServerProcess:
+    """A server started as a subprocess (its own process group) and stopped on exit;
+    ``url`` answers once ``ready_path`` answers 200."""
 
-    port = _free_port()
-    env = dict(os.environ)
-    env.setdefault("NEXTCLICK_DATA_DIR", str(BENCH_DIR / "var"))
-    command = [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(artifacts),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
+    def __init__(self, command: list[str], *, env: dict[str, str] | None = None,
+                 ready_path: str = "/readyz", port: int | None = None,
+                 timeout: float = 180.0) -> None:
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
+        self.env = env
+        self.ready_path = ready_path
+        self.timeout = timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        import httpx
+
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
         while True:
-            if server.poll() is not None:
-                raise RuntimeError("server exited: " + (server.stderr.read().decode()[-2000:]
-                                                        if server.stderr else ""))
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"server exited: {stderr[-2000:]}")
             try:
-                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                    break
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
+                    return self
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready within 120 s")
+                raise RuntimeError(f"server did not become ready within {self.timeout:.0f} s")
             time.sleep(0.3)
-        # Warm-up: first requests pay for lazy imports, connection set-up, ORT arenas.
-        asyncio.run(_drive(base_url, 300, max(concurrencies), k, n_items, seed=99))
-        results = []
-        for run_no, concurrency in enumerate(concurrencies, start=1):
-            result = asyncio.run(_drive(base_url, requests, concurrency, k, n_items,
-                                        seed=run_no))
-            result["workers"] = workers
-            results.append(result)
-        return results
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+def serve_command(artifacts: Path, workers: int = 1, model: str | None = None) -> list[str]:
+    """``nextclick serve`` on a free port ({port}) of loopback."""
+    command = [sys.executable, "-m", "cli.main", "serve", "--artifacts", str(artifacts),
+               "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers)]
+    return command + (["--model", model] if model else [])
+
+
+def measure(url: str, concurrencies: list[int], *, k: int, n_items: int,
+            requests: int | None = None, duration: float | None = None,
+            warmup: int = 300) -> list[dict[str, Any]]:
+    """Warm a running server up, then one closed-loop measurement per concurrency."""
+    asyncio.run(_drive(url, warmup, max(concurrencies), k, n_items, seed=99))
+    return [asyncio.run(_drive(url, requests, concurrency, k, n_items, seed=run_no,
+                               duration=duration))
+            for run_no, concurrency in enumerate(concurrencies, start=1)]
+
+
+def bench_http(artifacts: Path, requests: int, concurrencies: list[int], workers: int, k: int,
+               n_items: int, duration: float | None = None) -> list[dict[str, Any]]:
+    """One warm server with ``workers`` processes; one measurement per concurrency."""
+    env = dict(os.environ)
+    env.setdefault("NEXTCLICK_DATA_DIR", str(BENCH_DIR / "var"))
+    with ServerProcess(serve_command(artifacts, workers), env=env) as server:
+        results = measure(server.url, concurrencies, k=k, n_items=n_items, requests=requests,
+                          duration=duration)
+    for result in results:
+        result["workers"] = workers
+    return results

@@ -26,7 +26,8 @@ Model (user u, candidate item i, item embeddings q_i, memory M^u = [m_1 .. m_K])
 
 Full-catalogue scoring (scores are the logits p_u(i)ᵀ q_i; σ is monotone), with
 S = Q Mᵀ [N+1, K] per user:  s_i = q_iᵀ p*_u + α Σ_k z_ik S_ik.  RUM-I: z = softmax(β S),
-O(N·K·D) per request. RUM-F: z = softmax(β Q Fᵀ) depends on the parameters only, so outside
+O(N·K·D) per request, computed as one matmul, a softmax and a sum over the contiguous
+slot axis (``_item_read``). RUM-F: z = softmax(β Q Fᵀ) depends on the parameters only, so outside
 training it is computed once per parameter version and the exported score graph holds it
 as a constant [N+1, K] (a request then costs O(N·K) for the read plus the S = Q Mᵀ
 product, against RUM-I's candidate-dependent softmax per row).
@@ -142,26 +143,36 @@ class RUM(UserSequenceModel):
                          candidates: Tensor | None) -> Tensor:
         cfg = self.config
         vectors, filled = self._memory_vectors(memory)                             # [B,K,D]
-        if candidates is None:
-            q = self.item_embedding.weight                                         # [N+1, D]
-            base = intrinsic @ q.T                                                 # [B, N+1]
-            similarity = torch.matmul(vectors, q.T)                                # [B, K, N+1]
-        else:
-            q = self.item_embedding(candidates)                                    # [B, C, D]
-            base = (q * intrinsic.unsqueeze(1)).sum(-1)                            # [B, C]
-            similarity = vectors @ q.transpose(1, 2)                               # [B, K, C]
+        q = self.item_embedding.weight if candidates is None else self.item_embedding(candidates)
+        base = (intrinsic @ q.T if candidates is None                              # [B, N+1]
+                else (q * intrinsic.unsqueeze(1)).sum(-1))                         # [B, C]
         if cfg.variant == "item":
-            # eq. 7 over filled slots (softmax over K = dim 1); an empty memory reads 0
-            mask = filled.unsqueeze(2)                                             # [B, K, 1]
-            logits = torch.where(mask > 0, cfg.beta * similarity,
-                                 torch.full_like(similarity, -1e9))
-            weights = torch.softmax(logits, dim=1) * mask
+            return base + cfg.alpha * self._item_read(q, vectors, filled)
+        # q_iᵀ (p* + α Σ_k z_ik m_k) = q_iᵀ p* + α Σ_k z_ik S_ki, z from eq. 9
+        if candidates is None:
+            similarity = torch.matmul(vectors, q.T)                                # [B, K, N+1]
+            weights = self._feature_weights(None).T.unsqueeze(0)                   # [1, K, N+1]
         else:
-            weights = self._feature_weights(candidates)                            # eq. 9
-            weights = (weights.T.unsqueeze(0) if candidates is None                # [1, K, N+1]
-                       else weights.transpose(1, 2))                               # [B, K, C]
-        # q_iᵀ (p* + α Σ_k z_ik m_k) = q_iᵀ p* + α Σ_k z_ik S_ki
+            similarity = vectors @ q.transpose(1, 2)                               # [B, K, C]
+            weights = self._feature_weights(candidates).transpose(1, 2)            # [B, K, C]
         return base + cfg.alpha * (weights * similarity).sum(1)
+
+    def _item_read(self, q: Tensor, vectors: Tensor, filled: Tensor) -> Tensor:
+        """RUM-I's read for every candidate, q_iᵀ p^m_u = Σ_k softmax_k(β S_ik) S_ik over
+        the filled slots (eq. 7-8; 0 while the memory is empty), laid out [B, C, K] so the
+        softmax and the sum run over the contiguous slot axis, with the empty-slot mask
+        folded into the product as one more column: L = [q 1] [βM | bias]ᵀ gives βS_ik plus
+        -1e9 for empty slots in one matmul. q: [C, D] (shared) or [B, C, D]; vectors
+        [B, K, D]; filled [B, K]. Returns [B, C]."""
+        beta = self.config.beta
+        ones = torch.ones_like(q[..., :1])
+        q_aug = torch.cat([q, ones], dim=-1)                                       # [.., C, D+1]
+        bias = (filled - 1.0) * 1e9                                                # [B, K]
+        m_aug = torch.cat([beta * vectors, bias.unsqueeze(2)], dim=2)              # [B, K, D+1]
+        logits = torch.matmul(q_aug, m_aug.transpose(1, 2))                        # [B, C, K]
+        weights = torch.softmax(logits, dim=2)
+        read = (weights * logits).sum(2) / beta                                    # [B, C]
+        return torch.where(filled.sum(1, keepdim=True) > 0, read, torch.zeros_like(read))
 
     # ---- write --------------------------------------------------------------------
     def write(self, item: Tensor, memory: State) -> State:

@@ -9,7 +9,12 @@ time, and the app never imports torch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import random
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -103,6 +108,22 @@ def _demo_page() -> str:
         return "<!doctype html><title>nextclick</title><p>nextclick is running: see /docs"
 
 
+async def _sweep_forever(service: SessionService, interval: float) -> None:
+    """The idle-session sweeper of this process: a round every ``interval`` seconds (the
+    first one after a random part of it, so processes started together do not collide).
+    Failures (Redis away) are logged and the next round tries again."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    await asyncio.sleep(random.uniform(0.1, 1.0) * interval)
+    while True:
+        try:
+            closed = await service.sweep_idle(owner)
+            if closed:
+                log.info("sweeper closed %d idle session(s)", closed)
+        except Exception as exc:  # keep sweeping; the sessions stay until the next round
+            log.warning("idle-session sweep failed: %s", exc)
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` defaults to ``Settings()`` (the environment)."""
     settings = settings if settings is not None else Settings()
@@ -136,13 +157,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await limiter.start(url)
             executor = ThreadPoolExecutor(settings.inference_threads,
                                           thread_name_prefix="nextclick-infer")
-            app.state.service = SessionService(store, engine, settings, executor, metrics)
+            service = app.state.service = SessionService(store, engine, settings, executor,
+                                                         metrics)
+            sweeper = asyncio.create_task(_sweep_forever(service, settings.sweep_interval))
             log.info("serving %s (default %s) with redis at %s",
                      ", ".join(b.key for b in engine.models.values()), engine.default,
                      "embedded" if embedded else "configured URL")
             try:
                 yield
             finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+                await service.drain()
                 executor.shutdown(wait=True, cancel_futures=True)
                 await limiter.close()
                 await store.close()

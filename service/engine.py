@@ -9,12 +9,14 @@ tensors. The engine is generic over that manifest: the service stores whatever s
 tensors a model declares as raw bytes in Redis and never needs model-specific code.
 
 All methods are synchronous and thread-safe (``InferenceSession.run`` is), so the service
-calls them from a thread pool. States are ``dict[name, ndarray]`` with batch dimension 1.
+calls them from a thread pool. States are ``dict[name, ndarray]`` with a leading batch
+dimension; the click path stacks the rows of concurrent requests (micro-batching).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -46,8 +48,26 @@ DEFAULT_PREFERENCE = ("hrnn-init", "hrnn-all", "gru4rec", "pop")
 _DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
 
 
-def _zeros(spec: StateSpec) -> np.ndarray:
-    return np.zeros((1, *spec.shape), dtype=_DTYPES[spec.dtype])
+def _zeros(spec: StateSpec, rows: int = 1) -> np.ndarray:
+    return np.zeros((rows, *spec.shape), dtype=_DTYPES[spec.dtype])
+
+
+def _rows(state: State, specs: list[StateSpec]) -> int:
+    """The batch size of a state (its first tensor's leading dimension)."""
+    return int(state[specs[0].name].shape[0]) if specs else 0
+
+
+def stack_states(states: Sequence[State]) -> State:
+    """Rows of several states (same spec) as one batch."""
+    if len(states) == 1:
+        return dict(states[0])
+    return {name: np.concatenate([state[name] for state in states]) for name in states[0]}
+
+
+def state_rows(state: State, rows: np.ndarray | Sequence[int]) -> State:
+    """The given rows of a batch of states (a copy)."""
+    index = np.asarray(rows, dtype=np.int64)
+    return {name: value[index] for name, value in state.items()}
 
 
 def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
@@ -149,39 +169,53 @@ class ModelBundle:
         return self._items[index]
 
     # ---- state ---------------------------------------------------------------------------
-    def new_user_state(self) -> State:
-        return {spec.name: _zeros(spec) for spec in self.user_spec}
+    # Every state is ``dict[name, ndarray]`` with a leading batch dimension of any size B:
+    # the micro-batched click path stacks the rows of concurrent requests, and the graphs
+    # accept any batch size. The single-session methods are the B = 1 case.
+    def new_user_state(self, rows: int = 1) -> State:
+        return {spec.name: _zeros(spec, rows) for spec in self.user_spec}
 
-    def new_session_state(self) -> State:
-        return {spec.name: _zeros(spec) for spec in self.session_spec}
+    def new_session_state(self, rows: int = 1) -> State:
+        return {spec.name: _zeros(spec, rows) for spec in self.session_spec}
 
-    def start_session(self, user_state: State | None) -> State:
-        """Session state at a session start: from the user state through ``start`` for
-        user-scoped models (a new user's zero state when ``user_state`` is None), zeros
-        otherwise."""
+    def start_session(self, user_state: State | None, rows: int = 1) -> State:
+        """Session state at a session start, [rows, ...]: from the user state through
+        ``start`` for user-scoped models (a new user's zero state when ``user_state`` is
+        None), zeros otherwise."""
         if "start" not in self._graphs:
-            return self.new_session_state()
-        user = self.new_user_state() if user_state is None else user_state
+            return self.new_session_state(rows)
+        user = self.new_user_state(rows) if user_state is None else user_state
         self._check_state(user, self.user_spec, "user")
         out = self._graphs["start"].run(user)
         return {spec.name: out[next_name(spec.name)] for spec in self.session_spec}
 
     def advance(self, state: State, items: Sequence[int]) -> State:
-        """Fold clicks (item indices) into the session state in order; 0 is a no-op.
+        """Fold one session's clicks (item indices) into its state in order; 0 is a no-op.
         Returns new arrays; ``state`` is never written to."""
+        return self.advance_steps(state, np.asarray(list(items), dtype=np.int64).reshape(1, -1))
+
+    def advance_steps(self, state: State, items: np.ndarray) -> State:
+        """Fold clicks into a batch of session states: ``items`` [B, T] int64, column t is
+        every row's t-th click (0 = no click: that row is left unchanged, the models'
+        padding rule). One graph run per column that has any click."""
         self._check_state(state, self.session_spec, "session")
-        current = {name: value for name, value in state.items()}
-        clicked = False
+        rows = _rows(state, self.session_spec)
+        if items.ndim != 2 or (self.session_spec and items.shape[0] != rows):
+            raise ValueError(f"{self.key}: items must be [B, T] for a batch of {rows} "
+                             f"states, got {items.shape}")
+        if items.size and (int(items.min()) < 0 or int(items.max()) > self.n_items):
+            raise ValueError(f"item index outside 0..{self.n_items}")
+        current = dict(state)
         graph = self._graphs.get("advance")
-        for item in items:
-            index = int(item)
-            if not 0 <= index <= self.n_items:
-                raise ValueError(f"item index {index} outside 0..{self.n_items}")
-            if index == 0 or graph is None:
-                continue
-            out = graph.run({"item": np.array([index], dtype=np.int64), **current})
-            current = {spec.name: out[next_name(spec.name)] for spec in self.session_spec}
-            clicked = True
+        clicked = False
+        if graph is not None:
+            for column in range(items.shape[1]):
+                step = np.ascontiguousarray(items[:, column])
+                if not step.any():
+                    continue
+                out = graph.run({"item": step, **current})
+                current = {spec.name: out[next_name(spec.name)] for spec in self.session_spec}
+                clicked = True
         if not clicked:
             current = {name: value.copy() for name, value in current.items()}
         return current
@@ -198,25 +232,41 @@ class ModelBundle:
 
     # ---- recommendations -----------------------------------------------------------------
     def top_k(self, state: State, k: int, exclude: Collection[int] = ()) -> list[tuple[str, float]]:
-        """Up to ``k`` (raw id, score) pairs, best first, skipping item indices in
-        ``exclude`` (e.g. the session's clicks). The graph is asked for ``k + |exclude|``
-        (clamped to n_items) so filtering still leaves ``k`` where the catalogue allows."""
-        if k <= 0:
-            return []
+        """Up to ``k`` (raw id, score) pairs for one session, best first, skipping item
+        indices in ``exclude`` (e.g. the session's clicks)."""
+        return self.top_k_rows(state, [k], [exclude])[0]
+
+    def top_k_rows(self, state: State, ks: Sequence[int],
+                   excludes: Sequence[Collection[int]]) -> list[list[tuple[str, float]]]:
+        """``top_k`` for every row of a batch of states with one score run: the graph is
+        asked for the largest ``k + |exclude|`` of any row (clamped to n_items), so
+        filtering still leaves each row its ``k`` where the catalogue allows."""
+        rows = _rows(state, self.session_spec) if self.session_spec else len(ks)
+        if len(ks) != rows or len(excludes) != rows:
+            raise ValueError(f"{self.key}: {rows} states, {len(ks)} ks, {len(excludes)} "
+                             f"exclusion sets")
+        excluded = [{int(i) for i in exclude} for exclude in excludes]
+        wanted = min(self.n_items, max((k + len(skip) for k, skip in zip(ks, excluded,
+                                                                         strict=True)
+                                        if k > 0), default=0))
+        if wanted <= 0:
+            return [[] for _ in ks]
         self._check_state(state, self.session_spec, "session")
-        excluded = {int(i) for i in exclude}
-        wanted = min(self.n_items, k + len(excluded))
         out = self._graphs["score"].run({**state, "k": np.array(wanted, dtype=np.int64)})
-        scores, indices = out["scores"][0], out["items"][0]
-        result: list[tuple[str, float]] = []
-        for index, score in zip(indices.tolist(), scores.tolist(), strict=True):
-            # -inf is the models' "never recommend" (padding); NaN would be a model bug.
-            if index == 0 or index in excluded or not np.isfinite(score):
-                continue
-            result.append((self._items[index], float(score)))
-            if len(result) == k:
-                break
-        return result
+        results: list[list[tuple[str, float]]] = []
+        for row, (k, skip) in enumerate(zip(ks, excluded, strict=True)):
+            result: list[tuple[str, float]] = []
+            if k > 0:
+                for index, score in zip(out["items"][row].tolist(), out["scores"][row].tolist(),
+                                        strict=True):
+                    # -inf is the models' "never recommend" (padding); NaN would be a bug.
+                    if index == 0 or index in skip or not math.isfinite(score):
+                        continue
+                    result.append((self._items[index], score))
+                    if len(result) == k:
+                        break
+            results.append(result)
+        return results
 
     def popular(self, k: int, exclude_ids: Collection[str] = ()) -> list[tuple[str, float]]:
         """The training set's most clicked items (for requests with no session and no
@@ -235,44 +285,64 @@ class ModelBundle:
 
     # ---- (de)serialisation for Redis -----------------------------------------------------
     def encode_session(self, state: State) -> bytes:
-        return self._encode(state, self.session_spec, "session")
+        return self.encode_sessions(state)[0]
 
     def decode_session(self, blob: bytes) -> State:
-        return self._decode(blob, self.session_spec, self._session_bytes, "session")
+        return self.decode_sessions([blob])
+
+    def encode_sessions(self, state: State) -> list[bytes]:
+        """One blob per row of a batch of session states."""
+        return self._encode(state, self.session_spec, "session")
+
+    def decode_sessions(self, blobs: Sequence[bytes]) -> State:
+        """A batch of session states from one blob per row (each checked for its size)."""
+        return self._decode(blobs, self.session_spec, self._session_bytes, "session")
 
     def encode_user(self, state: State) -> bytes:
-        return self._encode(state, self.user_spec, "user")
+        return self._encode(state, self.user_spec, "user")[0]
 
     def decode_user(self, blob: bytes) -> State:
-        return self._decode(blob, self.user_spec, self._user_bytes, "user")
+        return self._decode([blob], self.user_spec, self._user_bytes, "user")
 
-    def _encode(self, state: State, specs: list[StateSpec], scope: str) -> bytes:
+    def _encode(self, state: State, specs: list[StateSpec], scope: str) -> list[bytes]:
         self._check_state(state, specs, scope)
-        return b"".join(np.ascontiguousarray(state[spec.name], dtype=_DTYPES[spec.dtype]).tobytes()
-                        for spec in specs)
+        if not specs:
+            return [b""]
+        rows = _rows(state, specs)
+        flat = [np.ascontiguousarray(state[spec.name], dtype=_DTYPES[spec.dtype])
+                .reshape(rows, -1).view(np.uint8) for spec in specs]
+        joined = np.concatenate(flat, axis=1)  # [rows, bytes per row]
+        return [row.tobytes() for row in joined]
 
-    def _decode(self, blob: bytes, specs: list[StateSpec], expected: int, scope: str) -> State:
-        if len(blob) != expected:
-            raise ValueError(f"{self.key}: {scope} state blob has {len(blob)} bytes, "
-                             f"expected {expected}")
+    def _decode(self, blobs: Sequence[bytes], specs: list[StateSpec], expected: int,
+                scope: str) -> State:
+        for blob in blobs:
+            if len(blob) != expected:
+                raise ValueError(f"{self.key}: {scope} state blob has {len(blob)} bytes, "
+                                 f"expected {expected}")
+        rows = len(blobs)
+        data = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(rows, expected)
         state: State = {}
         offset = 0
         for spec in specs:
-            count = int(np.prod(spec.shape, dtype=np.int64))
-            array = np.frombuffer(blob, dtype=_DTYPES[spec.dtype], count=count, offset=offset)
-            state[spec.name] = array.reshape((1, *spec.shape)).copy()  # writable, owned
+            part = data[:, offset:offset + spec.nbytes].copy()  # owned, writable, C-order
+            state[spec.name] = part.view(_DTYPES[spec.dtype]).reshape((rows, *spec.shape))
             offset += spec.nbytes
         return state
 
     def _check_state(self, state: State, specs: list[StateSpec], scope: str) -> None:
+        rows = None
         for spec in specs:
             value = state.get(spec.name)
             if value is None:
                 raise ValueError(f"{self.key}: {scope} state lacks tensor {spec.name!r}")
-            if value.shape != (1, *spec.shape) or value.dtype != _DTYPES[spec.dtype]:
+            if (value.ndim != len(spec.shape) + 1 or value.shape[1:] != spec.shape
+                    or value.dtype != _DTYPES[spec.dtype]
+                    or (rows is not None and value.shape[0] != rows)):
                 raise ValueError(f"{self.key}: {scope} tensor {spec.name!r} has shape "
-                                 f"{value.shape} {value.dtype}, expected {(1, *spec.shape)} "
+                                 f"{value.shape} {value.dtype}, expected (B, *{spec.shape}) "
                                  f"{spec.dtype}")
+            rows = value.shape[0]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "key": self.key,

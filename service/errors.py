@@ -167,7 +167,7 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.inc("nextclick_redis_unavailable_total")
-        metrics.inc_labelled("nextclick_redis_refusals_total", reason)
+        metrics.inc_labelled("nextclick_redis_refusals_total", {"reason": reason})
     return error_response(503, "unavailable",
                           "the state store is temporarily unavailable; retry shortly",
                           None, {"Retry-After": "1"})

@@ -21,6 +21,7 @@ COUNTERS = {
     "nextclick_sessions_closed_total": "Session generations closed by this process.",
     "nextclick_user_sessions_folded_total": "Closed sessions appended to a user's history.",
     "nextclick_session_rollovers_total": "Sessions closed because of the idle timeout.",
+    "nextclick_sessions_swept_total": "Idle sessions closed and folded by the sweeper.",
     "nextclick_redis_unavailable_total": "Requests answered 503 because Redis was down.",
     "nextclick_rate_limited_total": "Requests refused with 429 by the rate limit.",
     "nextclick_rate_limit_errors_total": "Requests let through because the rate limiter's "
@@ -28,10 +29,14 @@ COUNTERS = {
     "nextclick_requests_shed_total": "Requests refused with 503 beyond max_in_flight.",
 }
 
-#: Counters with one label: name -> (label name, help).
+#: Counters with labels: name -> help text.
 LABELLED_COUNTERS = {
-    "nextclick_redis_refusals_total": ("reason", "Requests answered 503 because Redis was "
-                                       "unreachable or refused (oom, readonly, ...)."),
+    "nextclick_recommendations_served_total": "Lists answered, by model version.",
+    "nextclick_attributed_clicks_total": "Clicks naming the recommendation_id of a list, by "
+    "the list's model version and the clicked item's position in it (0: not in the list; "
+    "unknown: the list is no longer remembered).",
+    "nextclick_redis_refusals_total": "Requests answered 503 because Redis was unreachable "
+    "or refused, by reason (connection, timeout, oom, readonly, busy, ...).",
 }
 
 #: A callable returning extra exposition lines (e.g. state read from another process).
@@ -48,10 +53,11 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, float] = dict.fromkeys(COUNTERS, 0.0)
+        self._labelled: dict[str, dict[tuple[tuple[str, str], ...], float]] = {
+            name: defaultdict(float) for name in LABELLED_COUNTERS}
         self._requests: dict[tuple[str, str, str], int] = defaultdict(int)
         # (method, route) -> [bucket counts..., +Inf count], sum
         self._histograms: dict[tuple[str, str], list[float]] = {}
-        self._labelled: dict[tuple[str, str], float] = defaultdict(float)
         self._collectors: list[Collector] = []
         self.started = time.time()
 
@@ -62,9 +68,14 @@ class Metrics:
         with self._lock:
             self._counters[name] = self._counters.get(name, 0.0) + value
 
-    def inc_labelled(self, name: str, label: str, value: float = 1.0) -> None:
+    def inc_labelled(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
+        key = tuple(sorted(labels.items()))
         with self._lock:
-            self._labelled[(name, label)] += value
+            self._labelled[name][key] += value
+
+    def labelled(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        with self._lock:
+            return dict(self._labelled[name])
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -86,11 +97,11 @@ class Metrics:
             for name, help_text in COUNTERS.items():
                 lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
                           f"{name} {self._counters.get(name, 0.0):g}"]
-            for name, (label_name, help_text) in LABELLED_COUNTERS.items():
+            for name, help_text in LABELLED_COUNTERS.items():
                 lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-                lines += [f'{name}{{{label_name}="{_escape(label)}"}} {count:g}'
-                          for (metric, label), count in sorted(self._labelled.items())
-                          if metric == name]
+                for key, count in sorted(self._labelled[name].items()):
+                    labels = ",".join(f'{label}="{_escape(value)}"' for label, value in key)
+                    lines.append(f"{name}{{{labels}}} {count:g}")
             lines += ["# HELP nextclick_http_requests_total HTTP requests by route and status.",
                       "# TYPE nextclick_http_requests_total counter"]
             for (method, route, status), count in sorted(self._requests.items()):

@@ -7,22 +7,23 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from service.errors import ApiError, invalid
 from service.health import embedded_status, redis_refuses_writes
 from service.schemas import (
     ClickOut,
     ErrorOut,
+    EventIn,
     EventsIn,
     HealthOut,
-    ModelRef,
     ModelsOut,
     ReadyOut,
-    Recommendation,
     RecommendationResponse,
     ReloadOut,
     SessionClosed,
@@ -58,12 +59,26 @@ def _service(request: Request) -> SessionService:
     return service
 
 
+#: Query parameters that may be repeated (``exclude=a&exclude=b``); any other one given
+#: twice is refused instead of silently keeping the last value.
+REPEATABLE_QUERY = frozenset({"exclude"})
+
+
+async def reject_repeated_query(request: Request) -> None:
+    params = request.query_params
+    if len(params.multi_items()) == len(params):  # the common case: nothing repeated
+        return
+    for name in params:
+        if name not in REPEATABLE_QUERY and len(params.getlist(name)) > 1:
+            raise invalid(f"query.{name}", "given more than once")
+
+
 public = APIRouter()
 # Client routes and admin routes (service/security.py says who may call which).
-api = APIRouter(dependencies=[Depends(require_client), Depends(require_json_body)],
-                responses=ERRORS)
-admin = APIRouter(dependencies=[Depends(require_admin), Depends(require_json_body)],
-                  responses=ERRORS)
+api = APIRouter(dependencies=[Depends(require_client), Depends(require_json_body),
+                              Depends(reject_repeated_query)], responses=ERRORS)
+admin = APIRouter(dependencies=[Depends(require_admin), Depends(require_json_body),
+                                Depends(reject_repeated_query)], responses=ERRORS)
 
 
 # ---- validation helpers ---------------------------------------------------------------
@@ -97,14 +112,68 @@ def check_model(settings: Settings, model: str | None) -> str | None:
     return model
 
 
-def _response(outcome: Outcome) -> RecommendationResponse:
-    return RecommendationResponse(
-        session_id=outcome.session_id, user_id=outcome.user_id, accepted=outcome.accepted,
-        duplicates=outcome.duplicates,
-        recommendations=[Recommendation(item_id=item, score=score)
-                         for item, score in outcome.recommendations],
-        model=ModelRef(name=outcome.model_name, version=outcome.model_version),
-        recommendation_id=uuid.uuid4().hex, source=outcome.source)
+def _response(outcome: Outcome) -> Response:
+    """The answer as JSON bytes built directly: the shape is ``RecommendationResponse``
+    (documented in the OpenAPI schema), without building pydantic objects only to
+    serialise them."""
+    return Response(orjson.dumps({
+        "session_id": outcome.session_id, "user_id": outcome.user_id,
+        "accepted": outcome.accepted, "duplicates": outcome.duplicates,
+        "recommendations": [{"item_id": item, "score": score}
+                            for item, score in outcome.recommendations],
+        "model": {"name": outcome.model_name, "version": outcome.model_version},
+        "recommendation_id": outcome.recommendation_id, "source": outcome.source,
+        "unknown_items": outcome.unknown_items}), media_type="application/json")
+
+
+_EVENTS = TypeAdapter(EventsIn)
+_EVENT = TypeAdapter(EventIn)
+_JSON_TYPES = ("application/json", "application/merge-patch+json")
+
+
+def _events_body_schema() -> dict[str, Any]:
+    """The request body as OpenAPI documents it: one event, or several with the same user
+    (the JSON schema with its definitions inlined, so it stands alone in the document)."""
+    schema = TypeAdapter(EventIn | EventsIn).json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return {"required": True, "content": {"application/json": {"schema": inline(schema)}}}
+
+
+def _parse_events(body: bytes, content_type: str) -> tuple[list[EventIn], str | None, str]:
+    """The events of a request body and its batch-level user id, validated by pydantic's
+    own JSON parser in one pass; errors point at the fields the client sent (``body.item_id``
+    for one event, ``body.events[1].item_id`` in a batch). Returns the events, the user id
+    given once for the batch, and the location prefix of the events."""
+    if content_type.split(";", 1)[0].strip().lower() not in _JSON_TYPES:
+        raise ApiError(415, "unsupported_media_type",
+                       "the body must be JSON sent with the header Content-Type: "
+                       f"application/json (got {content_type or 'no Content-Type'})")
+    try:
+        batch = _EVENTS.validate_json(body)
+        return batch.events, batch.user_id, "body.events"
+    except ValidationError as batch_error:
+        if b'"events"' in body:
+            raise RequestValidationError(_body_errors(batch_error)) from None
+    try:
+        return [_EVENT.validate_json(body)], None, "body"
+    except ValidationError as event_error:
+        raise RequestValidationError(_body_errors(event_error)) from None
+
+
+def _body_errors(error: ValidationError) -> list[dict[str, Any]]:
+    return [{**detail, "loc": ("body", *detail["loc"])}
+            for detail in error.errors(include_url=False)]
 
 
 KQuery = Annotated[int | None, Query(description="list length, 1..max_k (default "
@@ -117,32 +186,46 @@ ExcludeSeenQuery = Annotated[bool, Query(description="drop items already clicked
 
 # ---- click path ----------------------------------------------------------------------
 @api.post("/sessions/{session_id}/events", response_model=RecommendationResponse,
-          tags=["sessions"], summary="Record 1..N events and get the next items")
-async def post_events(request: Request, session_id: str, body: EventsIn, k: KQuery = None,
+          tags=["sessions"], summary="Record 1..N events and get the next items",
+          openapi_extra={"requestBody": _events_body_schema()})
+async def post_events(request: Request, session_id: str, k: KQuery = None,
                       model: ModelQuery = None, exclude_seen: ExcludeSeenQuery = False
-                      ) -> RecommendationResponse:
+                      ) -> Response:
     settings = _settings(request)
     check_id(settings, session_id, "path.session_id")
     k = check_k(settings, k)
     check_model(settings, model)
-    if len(body.events) > settings.max_events_per_request:
-        raise invalid("body.events",
+    events, batch_user, where_events = _parse_events(
+        await request.body(), request.headers.get("content-type", ""))
+    if len(events) > settings.max_events_per_request:
+        raise invalid(where_events,
                       f"at most {settings.max_events_per_request} events per request")
-    now = time.time()
     users: set[str] = set()
+    if batch_user is not None:
+        users.add(check_id(settings, batch_user, "body.user_id"))
+    now = time.time()
     records = []
-    for position, event in enumerate(body.events):
-        where = f"body.events[{position}]"
+    for position, event in enumerate(events):
+        where = where_events if where_events == "body" else f"{where_events}[{position}]"
         check_item_id(settings, event.item_id, f"{where}.item_id")
         if event.user_id is not None:
             users.add(check_id(settings, event.user_id, f"{where}.user_id"))
         if event.event_id is not None:
             check_id(settings, event.event_id, f"{where}.event_id")
-        records.append(EventRecord(item_id=event.item_id,
-                                   timestamp=now if event.timestamp is None else event.timestamp,
-                                   event_id=event.event_id))
+        if event.recommendation_id is not None:
+            check_id(settings, event.recommendation_id, f"{where}.recommendation_id")
+        if event.timestamp is not None and event.timestamp > now + settings.max_future_skew:
+            # A far-future timestamp would hold the session open against idle rollover.
+            raise invalid(f"{where}.timestamp", f"more than {settings.max_future_skew:g} s "
+                          "ahead of the server clock")
+        records.append(EventRecord(
+            item_id=event.item_id, timestamp=now if event.timestamp is None else event.timestamp,
+            event_id=event.event_id, recommendation_id=event.recommendation_id,
+            payload=f"{event.item_id}\t{event.event_type}\t"
+                    f"{'' if event.timestamp is None else repr(event.timestamp)}"))
     if len(users) > 1:
-        raise invalid("body.events", "all events of one request must have the same user_id")
+        raise invalid("body.user_id" if batch_user is not None else where_events,
+                      "all events of one request must have the same user_id")
     outcome = await _service(request).record_events(
         session_id, records, user_id=next(iter(users), None), model=model, k=k,
         exclude_seen=exclude_seen)
@@ -153,9 +236,10 @@ async def post_events(request: Request, session_id: str, body: EventsIn, k: KQue
          summary="Top-K for a session, a user (start of session) or nobody (popular)")
 async def recommend(request: Request, session_id: str | None = None,
                     user_id: str | None = None, k: KQuery = None, model: ModelQuery = None,
-                    exclude: Annotated[str | None, Query(
-                        description="comma-separated item ids to leave out")] = None,
-                    exclude_seen: ExcludeSeenQuery = False) -> RecommendationResponse:
+                    exclude: Annotated[list[str] | None, Query(
+                        description="item ids to leave out: repeat the parameter or "
+                        "separate ids with commas")] = None,
+                    exclude_seen: ExcludeSeenQuery = False) -> Response:
     settings = _settings(request)
     if session_id is not None:
         check_id(settings, session_id, "query.session_id")
@@ -163,7 +247,7 @@ async def recommend(request: Request, session_id: str | None = None,
         check_id(settings, user_id, "query.user_id")
     k = check_k(settings, k)
     check_model(settings, model)
-    excluded = [part for part in (exclude or "").split(",") if part]
+    excluded = [part for value in exclude or () for part in value.split(",") if part]
     if len(excluded) > settings.max_k * 10:
         raise invalid("query.exclude", f"at most {settings.max_k * 10} items")
     for item in excluded:

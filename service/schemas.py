@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 HARD_ID_LIMIT = 1024
 
@@ -20,32 +20,33 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(min_length=1, max_length=HARD_ID_LIMIT, examples=["214536502"])
+    item_id: str = Field(min_length=1, max_length=HARD_ID_LIMIT, examples=["i0042"])
     user_id: str | None = Field(default=None, min_length=1, max_length=HARD_ID_LIMIT)
     event_id: str | None = Field(default=None, min_length=1, max_length=HARD_ID_LIMIT,
                                  description="idempotency key: a repeat is counted as a "
-                                 "duplicate and not recorded again")
+                                 "duplicate and not recorded again; re-used with another "
+                                 "item, type or timestamp it is refused (409)")
     timestamp: float | None = Field(default=None, ge=0, le=1e11, allow_inf_nan=False)
     event_type: str = Field(default="click", pattern=r"^[A-Za-z0-9._:-]{1,32}$",
                             description="recorded like a click (the models see item "
                             "sequences)")
+    recommendation_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="the recommendation_id of the list this item was clicked in, when it "
+        "was: the click is attributed to that list (clicks on recommended items per model "
+        "and position, in /metrics)")
 
 
 class EventsIn(BaseModel):
-    """Either one event object, or ``{"events": [...]}`` with 1..max_events_per_request."""
+    """Several events of one session, in order, at most ``max_events_per_request``;
+    ``user_id`` once for all of them (or on each event, the same)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"item_id": "i42", "user_id": "u7"},
-        {"events": [{"item_id": "i42", "event_id": "e1"}, {"item_id": "i43"}]}]})
+        {"user_id": "u7", "events": [{"item_id": "i42", "event_id": "e1"},
+                                     {"item_id": "i43"}]}]})
 
+    user_id: str | None = Field(default=None, min_length=1, max_length=HARD_ID_LIMIT)
     events: list[EventIn] = Field(min_length=1, max_length=1000)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _single_event(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "events" not in data:
-            return {"events": [data]}
-        return data
 
 
 class Recommendation(BaseModel):
@@ -65,10 +66,14 @@ class RecommendationResponse(BaseModel):
     duplicates: int
     recommendations: list[Recommendation]
     model: ModelRef
-    recommendation_id: str = Field(description="uuid4 hex; send it back with the next "
-                                   "click to attribute it to this list")
-    source: str = Field(description="'session', 'user' (personalised start of session) "
-                        "or 'popular'")
+    recommendation_id: str = Field(description="uuid4 hex of this list; send it back as "
+                                   "the recommendation_id of an event clicked in it")
+    source: str = Field(description="'session' (from the session's clicks), 'user' (a "
+                        "personalised start of session from the user's history) or "
+                        "'popular' (no usable session or user state)")
+    unknown_items: list[str] = Field(default_factory=list, description="item ids of this "
+                                     "request's events that the model does not know (they "
+                                     "are recorded, but do not move its state)")
 
 
 class SessionClosed(BaseModel):

@@ -58,6 +58,25 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def check_onnx_runtime() -> None:
+    """Exactly one ONNX Runtime: none installed is an error in words; two (they share the
+    import name, the last installed wins) is worth a warning."""
+    from importlib import metadata
+
+    installed = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    if not installed or importlib.util.find_spec("onnxruntime") is None:
+        raise ValueError("no ONNX Runtime is installed: pip install 'nextclick[cpu]' (or "
+                         "'nextclick[gpu]' on a CUDA machine)")
+    if len(installed) > 1:
+        log.warning("both %s are installed; they share the import name, so the one "
+                    "installed last is in use: uninstall one", " and ".join(installed))
+
+
 def serve(settings: Settings, *, log_level: str = "info", access_log: bool = False) -> None:
     """Serve until SIGINT/SIGTERM; returns after the embedded Redis (if any) stopped."""
     import uvicorn
@@ -68,6 +87,7 @@ def serve(settings: Settings, *, log_level: str = "info", access_log: bool = Fal
 
     check_exposure(settings)  # before anything starts: a refusal leaves nothing behind
     check_artifacts(settings.artifacts_dir)
+    check_onnx_runtime()
     embedded: EmbeddedRedis | None = None
     previous_term = signal.getsignal(signal.SIGTERM)
 

@@ -1,10 +1,15 @@
-"""The click path: Redis state (``service.store``) + ONNX inference (``service.engine``).
+"""The click path: Redis state (``service.store``) + ONNX inference (``service.engine``),
+micro-batched (``service.batching``).
 
-A click costs, in the common case, one pipelined round trip (the ``ingest`` script on the
-session's slot and ``touch_user`` on the user's slot), inference in a worker thread (off
-the event loop), and one pipelined compare-and-set write of the cached states. Rare paths
-add round trips: an idle rollover (close, then ingest again), the user's previous session
-being closed, or a cached state that must be rebuilt.
+Concurrent clicks are processed as one batch: one pipelined Redis round trip carries the
+``ingest`` script of every click of the batch (each on its session's slot) together with
+the cached-state writes of the batch before it; then one ``advance`` run per click column
+and one ``score``/TopK run cover every click of a model version in a worker thread (off
+the event loop); the new states are written with the next batch's round trip, or on their
+own as soon as nothing else is waiting. So a click costs at most one round trip on its
+critical path, amortised over the batch. Rare paths add round trips: a session's first
+click for a user (``attach_user`` on the user's slot), the user's previous session being
+closed, an idle rollover, a cached state that must be rebuilt.
 
 Approximations, all bounded by the lists Redis keeps:
 
@@ -24,20 +29,28 @@ import asyncio
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
+from service.batching import MicroBatcher
 from service.errors import ApiError
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import (
+    Call,
     EventRecord,
+    IngestResult,
     SealedSession,
     SessionRecord,
     StateStore,
     UserView,
+    ingest_result,
+    user_view,
 )
 
 if TYPE_CHECKING:
@@ -60,13 +73,45 @@ class Outcome:
     model_name: str
     model_version: str
     source: str  # "session" | "user" | "popular"
+    unknown_items: list[str] = field(default_factory=list)
+    recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
-class _Computed:
+class ClickJob:
+    """One request's events waiting for a batch."""
+
+    session_id: str
+    events: Sequence[EventRecord]
+    user_id: str | None
+    bundle: ModelBundle
+    k: int
+    exclude_seen: bool
+    # filled in while the batch is processed
+    result: IngestResult | None = None
+    user: UserView | None = None
+    attached_previous: str | None = None  # the user's open session before this one
+
+
+@dataclass
+class Ranked:
+    """Inference output for one row of a batch."""
+
     session_blob: bytes | None
     recommendations: list[tuple[str, float]]
     user_write: tuple[bytes, int] | None
+
+
+class CloseFirst(Exception):
+    """The session's current generation must be closed before these events can go in
+    (idle rollover, or a close that died between seal and fold), or (``gen`` None) the
+    session changed under the request and it must simply be sent again; nothing was
+    written."""
+
+    def __init__(self, gen: int | None, rollover: bool) -> None:
+        super().__init__(f"close generation {gen} first")
+        self.gen = gen
+        self.rollover = rollover
 
 
 class SessionService:
@@ -82,6 +127,12 @@ class SessionService:
         self.settings = settings
         self.executor = executor
         self.metrics = metrics
+        self.clicks: MicroBatcher[ClickJob, Outcome] = MicroBatcher(
+            self._process_clicks, max_size=settings.batch_max_size,
+            max_wait=settings.batch_max_wait, max_concurrent=settings.batch_concurrency,
+            on_idle=self._flush_writes_soon)
+        self._pending_writes: list[Call] = []
+        self._write_tasks: set[asyncio.Task[None]] = set()
 
     # ---- helpers ------------------------------------------------------------------------
     def bundle(self, name: str | None) -> ModelBundle:
@@ -127,91 +178,312 @@ class SessionService:
             return user_state, None
         return user_state, (bundle.encode_user(user_state), view.sessions_total)
 
-    def _advance_and_rank(self, bundle: ModelBundle, state_blob: bytes | None,
-                          unfolded: Sequence[str], user_view: UserView | None, k: int,
-                          exclude: Collection[int]) -> _Computed:
-        user_write = None
-        state: State | None = None
-        if state_blob is not None:
-            try:
-                state = bundle.decode_session(state_blob)
-            except ValueError:
-                log.warning("%s: dropping an unreadable cached session state", bundle.key)
-        if state is None:
-            user_state = None
-            if user_view is not None and bundle.has_user_state:
-                user_state, user_write = self._catch_up_user(bundle, user_view)
-            state = bundle.start_session(user_state)
-        changed = state_blob is None or bool(unfolded)
-        if unfolded:
-            state = bundle.advance(state, [bundle.item_index(item) for item in unfolded])
-        recommendations = bundle.top_k(state, k, exclude)
-        return _Computed(bundle.encode_session(state) if changed else None, recommendations,
-                         user_write)
+    def _rank_rows(self, bundle: ModelBundle, blobs: Sequence[bytes | None],
+                   unfolded: Sequence[Sequence[str]], users: Sequence[UserView | None],
+                   ks: Sequence[int], excludes: Sequence[Collection[int]]) -> list[Ranked]:
+        """Bring a batch of sessions up to date and rank for each, with one ``start`` run
+        (sessions without a usable cached state), one ``advance`` run per click column and
+        one ``score`` run. A row's state is re-encoded when it changed."""
+        from service.engine import stack_states
 
-    def _start_and_rank(self, bundle: ModelBundle, user_view: UserView, k: int,
-                        exclude: Collection[int]) -> _Computed:
-        user_state, user_write = self._catch_up_user(bundle, user_view)
-        state = bundle.start_session(user_state)
-        return _Computed(None, bundle.top_k(state, k, exclude), user_write)
+        rows = len(blobs)
+        states: list[State | None] = []
+        for blob in blobs:
+            state = None
+            if blob is not None:
+                try:
+                    state = bundle.decode_session(blob)
+                except ValueError:
+                    log.warning("%s: dropping an unreadable cached session state", bundle.key)
+            states.append(state)
+        user_writes: list[tuple[bytes, int] | None] = [None] * rows
+        starting = [row for row in range(rows) if states[row] is None]
+        if starting:
+            user_states = []
+            for row in starting:
+                view = users[row]
+                if view is not None and bundle.has_user_state:
+                    user_state, user_writes[row] = self._catch_up_user(bundle, view)
+                else:
+                    user_state = bundle.new_user_state()
+                user_states.append(user_state)
+            started = bundle.start_session(stack_states(user_states) if bundle.user_spec
+                                           else None, len(starting))
+            for position, row in enumerate(starting):
+                states[row] = {name: value[position:position + 1]
+                               for name, value in started.items()}
+        width = max((len(items) for items in unfolded), default=0)
+        clicks = np.zeros((rows, width), dtype=np.int64)
+        for row, items in enumerate(unfolded):
+            clicks[row, :len(items)] = [bundle.item_index(item) for item in items]
+        batch = bundle.advance_steps(stack_states([s for s in states if s is not None]), clicks)
+        recommendations = bundle.top_k_rows(batch, ks, excludes)
+        changed = [blobs[row] is None or bool(unfolded[row]) for row in range(rows)]
+        encoded = bundle.encode_sessions(batch) if any(changed) else [b""] * rows
+        return [Ranked(encoded[row] if changed[row] else None, recommendations[row],
+                       user_writes[row]) for row in range(rows)]
+
+    def _rank_isolated(self, bundle: ModelBundle, blobs: Sequence[bytes | None],
+                       unfolded: Sequence[Sequence[str]], users: Sequence[UserView | None],
+                       ks: Sequence[int], excludes: Sequence[Collection[int]]
+                       ) -> list[Ranked | BaseException]:
+        """``_rank_rows`` for the batch; should it fail, row by row, so one row's failure
+        never fails its batch-mates."""
+        try:
+            return list(self._rank_rows(bundle, blobs, unfolded, users, ks, excludes))
+        except Exception:
+            if len(blobs) == 1:
+                raise
+            log.warning("%s: a batch of %d failed; ranking its rows one by one", bundle.key,
+                        len(blobs), exc_info=True)
+        results: list[Ranked | BaseException] = []
+        for row in range(len(blobs)):
+            try:
+                results += self._rank_rows(bundle, blobs[row:row + 1], unfolded[row:row + 1],
+                                           users[row:row + 1], ks[row:row + 1],
+                                           excludes[row:row + 1])
+            except Exception as exc:
+                log.exception("%s: ranking one session failed", bundle.key)
+                results.append(exc)
+        return results
 
     # ---- click path ---------------------------------------------------------------------
     async def record_events(self, session_id: str, events: Sequence[EventRecord], *,
                             user_id: str | None, model: str | None, k: int,
                             exclude_seen: bool) -> Outcome:
         bundle = self.bundle(model)
+        unknown = list(dict.fromkeys(event.item_id for event in events
+                                     if not bundle.item_index(event.item_id)))
         for _ in range(self.MAX_ROLLOVER_ATTEMPTS):
-            result, user_view = await self.store.ingest(
-                session_id, events, user_id=user_id, model_key=bundle.key,
-                want_all=exclude_seen)
-            if result.status == "conflict":
-                raise ApiError(409, "session_user_conflict",
-                               f"session {session_id!r} belongs to another user; use a new "
-                               f"session id for this user")
-            if result.status not in ("rollover", "unfolded"):
-                break
-            # Idle longer than the timeout (or a closed generation whose fold into its user
-            # did not complete): close that generation, then the retry starts the next one
-            # (nothing was written by the refused ingest).
-            if result.status == "rollover":
-                self.metrics.inc("nextclick_session_rollovers_total")
-            await self.close_session(session_id, expected_gen=result.gen, expected_user=None)
-        else:
-            raise ApiError(409, "session_busy", "the session changed repeatedly while "
-                           "recording; retry the request", headers={"Retry-After": "1"})
+            try:
+                outcome = await self.clicks.submit(ClickJob(session_id, events, user_id,
+                                                            bundle, k, exclude_seen))
+                outcome.unknown_items = unknown
+                return outcome
+            except CloseFirst as close:
+                # Idle longer than the timeout (or a closed generation whose fold into its
+                # user did not complete): close that generation, then the retry starts the
+                # next one (nothing was written by the refused ingest).
+                if close.gen is None:
+                    continue
+                if close.rollover:
+                    self.metrics.inc("nextclick_session_rollovers_total")
+                await self.close_session(session_id, expected_gen=close.gen,
+                                         expected_user=None)
+        raise ApiError(409, "session_busy", "the session changed repeatedly while "
+                       "recording; retry the request", headers={"Retry-After": "1"})
 
-        self.metrics.inc("nextclick_clicks_accepted_total", result.accepted)
-        self.metrics.inc("nextclick_duplicate_events_total", result.duplicates)
-        owner = result.user_id
+    async def _process_clicks(self, jobs: list[ClickJob]) -> list[Outcome | BaseException]:
+        """One batch: ingest every job (with the previous batch's state writes) in one
+        round trip, attach sessions that start for a user, rank per model version in a
+        worker thread, queue the new states for the next round trip."""
+        writes, self._pending_writes = self._pending_writes, []
+        calls = writes + [self.store.ingest_call(job.session_id, job.events, job.user_id,
+                                                 job.bundle.key, job.exclude_seen)
+                          for job in jobs]
+        replies = await self.store.run(calls)
+        for job, reply in zip(jobs, replies[len(writes):], strict=True):
+            job.result = ingest_result(reply)
+        await self._attach([job for job in jobs
+                            if job.result is not None and job.result.status == "attach"])
+        outcomes: list[Outcome | BaseException | None] = [None] * len(jobs)
+        live: list[int] = []
+        for index, job in enumerate(jobs):
+            result = job.result
+            assert result is not None
+            if result.status == "ok":
+                self.metrics.inc("nextclick_clicks_accepted_total", result.accepted)
+                self.metrics.inc("nextclick_duplicate_events_total", result.duplicates)
+                if result.gen == 0:  # only duplicates of a session that no longer exists
+                    outcomes[index] = Outcome(job.session_id, result.user_id, 0,
+                                              result.duplicates, job.bundle.popular(job.k),
+                                              job.bundle.name, job.bundle.version, "popular")
+                else:
+                    live.append(index)
+            else:
+                outcomes[index] = self._refusal(job, result)
+        failed = await self._prepare_users([jobs[index] for index in live])
+        ready = [index for index in live if id(jobs[index]) not in failed]
+        for index in live:
+            if id(jobs[index]) in failed:
+                outcomes[index] = failed[id(jobs[index])]
+        by_model: dict[str, list[int]] = {}
+        for index in ready:
+            by_model.setdefault(jobs[index].bundle.key, []).append(index)
+        groups = list(by_model.values())
+        ranked_groups = await asyncio.gather(*(self._rank_group([jobs[i] for i in group])
+                                               for group in groups))
+        for group, ranked in zip(groups, ranked_groups, strict=True):
+            for index, rank in zip(group, ranked, strict=True):
+                job = jobs[index]
+                if isinstance(rank, BaseException):
+                    outcomes[index] = rank
+                    continue
+                assert job.result is not None
+                outcome = Outcome(
+                    job.session_id, job.result.user_id, job.result.accepted,
+                    job.result.duplicates, rank.recommendations, job.bundle.name,
+                    job.bundle.version, "session")
+                self._queue_writes(job, rank, outcome)
+                self._count_attributions(job.result)
+                outcomes[index] = outcome
+        return [outcome if outcome is not None else RuntimeError("job not processed")
+                for outcome in outcomes]
 
-        if (user_view is not None and user_view.previous_open
-                and user_view.previous_open != session_id and user_id is not None):
-            # The user moved on to this session: the previous one is over.
-            await self.close_session(user_view.previous_open, expected_gen=None,
-                                     expected_user=user_id)
-            user_view = None  # its history changed; re-read below if it is needed
+    @staticmethod
+    def _refusal(job: ClickJob, result: IngestResult) -> BaseException:
+        """What a refused ingest means for its request (nothing was written)."""
+        if result.status in ("rollover", "unfolded"):
+            return CloseFirst(result.gen, result.status == "rollover")
+        if result.status == "attach":  # another request opened the generation meanwhile
+            return CloseFirst(None, False)
+        if result.status == "conflict":
+            return ApiError(409, "session_user_conflict", f"session {job.session_id!r} "
+                            "belongs to another user; use a new session id for this user")
+        if result.status == "payload_mismatch":
+            return ApiError(409, "event_id_reused", f"event_id {result.user_id!r} was "
+                            "already accepted with another item, type or timestamp; event "
+                            "ids are idempotency keys: send a new one for a new event",
+                            {"event_id": result.user_id})
+        return RuntimeError(f"ingest answered {result.status!r}")
 
-        if result.gen == 0:  # only duplicates of events of a session that no longer exists
-            return Outcome(session_id, owner, 0, result.duplicates,
-                           bundle.popular(k), bundle.name, bundle.version, "popular")
+    async def _attach(self, jobs: list[ClickJob]) -> None:
+        """Sessions that open a generation for a user: attach each on its user's slot (and
+        index it for the idle sweeper), then ingest again, two pipelined round trips for
+        all of them. Should the session have been taken by another user in between, the
+        attach is undone, so the refused request leaves nothing behind."""
+        if not jobs:
+            return
+        calls: list[Call] = []
+        for job in jobs:
+            assert job.result is not None and job.result.user_id is not None
+            newest = max(event.timestamp for event in job.events)
+            calls += self.store.attach_calls(job.result.user_id, job.session_id,
+                                             job.result.gen, newest, job.bundle.key)
+        replies = await self.store.run(calls)
+        attached: list[tuple[str, int, UserView]] = []
+        for position, job in enumerate(jobs):
+            assert job.result is not None and job.result.user_id is not None
+            view = user_view(replies[2 * position])
+            attached.append((job.result.user_id, job.result.gen, view))
+            job.user = view
+        # Each ingest runs before the check that its attachment still stands (an erasure
+        # of the user may have run since the attach).
+        groups = [[self.store.ingest_call(job.session_id, job.events, job.user_id,
+                                          job.bundle.key, job.exclude_seen, attached_gen=gen),
+                   self.store.attached_call(user, job.session_id, gen)]
+                  for job, (user, gen, _) in zip(jobs, attached, strict=True)]
+        replies = await self.store.run_groups(groups)
+        undo: list[Call] = []
+        for (ingested, still_attached), job, (user, gen, view) in zip(replies, jobs, attached,
+                                                                      strict=True):
+            job.result = ingest_result(ingested)
+            if job.result.status != "ok":
+                undo.append(self.store.detach_call(user, job.session_id, gen,
+                                                   view.previous_open))
+                job.user = None
+            elif not still_attached:
+                # Erased between the attach and the ingest: this click came first, so the
+                # erasure takes it along (the session goes; the user stays erased).
+                undo.append(self.store.delete_session_call(job.session_id, user))
+                job.user = None
+            else:
+                job.attached_previous = view.previous_open
+        await self.store.run(undo)
 
-        needs_user = result.state_blob is None and bundle.has_user_state and owner is not None
-        if needs_user and owner is not None and (user_view is None or owner != user_id):
-            user_view = await self.store.read_user(owner, bundle.key)
-        exclude = self._indices(bundle, [c.item_id for c in result.clicks]) if exclude_seen \
-            else set()
-        computed = await self._in_thread(
-            self._advance_and_rank, bundle, result.state_blob,
-            [click.item_id for click in result.unfolded], user_view if needs_user else None,
-            k, exclude)
-        await self.store.save_states(
-            session=None if computed.session_blob is None else (
-                session_id, result.gen, bundle.key, computed.session_blob, result.total),
-            user=None if computed.user_write is None or owner is None else (
-                owner, bundle.key, *computed.user_write))
-        return Outcome(session_id, owner, result.accepted, result.duplicates,
-                       computed.recommendations, bundle.name, bundle.version, "session")
+    async def _prepare_users(self, jobs: list[ClickJob]) -> dict[int, BaseException]:
+        """Close the previous sessions of users who moved on to a new one, and read the
+        user states the ranking needs. Returns the jobs (by id) that failed here."""
+        failed: dict[int, BaseException] = {}
+        moved_on = [job for job in jobs if job.attached_previous is not None]
+        if moved_on:
+            # The user moved on to this session: the previous one is over, and the new
+            # session's start state must include it.
+            closes = await asyncio.gather(
+                *(self.close_session(str(job.attached_previous), expected_gen=None,
+                                     expected_user=job.result.user_id if job.result else None)
+                  for job in moved_on), return_exceptions=True)
+            for job, closed in zip(moved_on, closes, strict=True):
+                if isinstance(closed, BaseException):
+                    failed[id(job)] = closed
+                job.user = None  # its history changed: re-read below if it is needed
+        rereads = [job for job in jobs if id(job) not in failed and job.result is not None
+                   and job.result.state_blob is None and job.bundle.has_user_state
+                   and job.result.user_id is not None and job.user is None]
+        if rereads:
+            views = await asyncio.gather(
+                *(self.store.read_user(str(job.result.user_id), job.bundle.key)
+                  for job in rereads if job.result is not None), return_exceptions=True)
+            for job, view in zip(rereads, views, strict=True):
+                if isinstance(view, BaseException):
+                    failed[id(job)] = view
+                else:
+                    job.user = view
+        return failed
 
+    async def _rank_group(self, jobs: list[ClickJob]) -> list[Ranked | BaseException]:
+        """Rank the jobs of one model version in one worker-thread call."""
+        bundle = jobs[0].bundle
+        blobs, unfolded, users, ks, excludes = [], [], [], [], []
+        for job in jobs:
+            result = job.result
+            assert result is not None
+            blobs.append(result.state_blob)
+            unfolded.append([click.item_id for click in result.unfolded])
+            users.append(job.user if result.state_blob is None and bundle.has_user_state
+                         else None)
+            ks.append(job.k)
+            excludes.append(self._indices(bundle, [c.item_id for c in result.clicks])
+                            if job.exclude_seen else set())
+        return await self._in_thread(self._rank_isolated, bundle, blobs, unfolded, users, ks,
+                                     excludes)
+
+    def _count_attributions(self, result: IngestResult) -> None:
+        for model_key, position in result.attributions:
+            self.metrics.inc_labelled("nextclick_attributed_clicks_total", {
+                "model": model_key or "unknown",
+                "position": str(position) if position >= 0 else "unknown"})
+
+    def _queue_writes(self, job: ClickJob, ranked: Ranked, outcome: Outcome) -> None:
+        """The job's cached-state writes (compare-and-set) and the list it answers (for
+        attribution), sent with the next round trip."""
+        result = job.result
+        assert result is not None
+        self._pending_writes.append(self.store.remember_served_call(
+            job.session_id, outcome.recommendation_id, job.bundle.key,
+            [item for item, _ in outcome.recommendations]))
+        self.metrics.inc_labelled("nextclick_recommendations_served_total",
+                                  {"model": job.bundle.key})
+        if ranked.session_blob is not None:
+            self._pending_writes.append(self.store.session_state_call(
+                job.session_id, result.gen, job.bundle.key, ranked.session_blob, result.total))
+        if ranked.user_write is not None and result.user_id is not None:
+            self._pending_writes.append(self.store.user_state_call(
+                result.user_id, job.bundle.key, *ranked.user_write))
+
+    def _flush_writes_soon(self) -> None:
+        """Nothing else is waiting: send the pending state writes on their own."""
+        if not self._pending_writes:
+            return
+        writes, self._pending_writes = self._pending_writes, []
+        task = asyncio.get_running_loop().create_task(self._send_writes(writes))
+        self._write_tasks.add(task)
+        task.add_done_callback(self._write_tasks.discard)
+
+    async def _send_writes(self, writes: list[Call]) -> None:
+        try:
+            await self.store.run(writes)
+        except Exception as exc:  # caches only: the next click rebuilds what was lost
+            log.warning("dropping %d cached-state writes: %s", len(writes), exc)
+
+    async def drain(self) -> None:
+        """Finish queued clicks and flush their state writes (shutdown)."""
+        await self.clicks.drain()
+        self._flush_writes_soon()
+        if self._write_tasks:
+            await asyncio.gather(*list(self._write_tasks), return_exceptions=True)
+
+    # ---- recommendations without a click ----------------------------------------------------
     async def recommend(self, *, session_id: str | None, user_id: str | None,
                         model: str | None, k: int, exclude_ids: Collection[str],
                         exclude_seen: bool) -> Outcome:
@@ -224,50 +496,63 @@ class SessionService:
             view = await self.store.peek_session(session_id, bundle.key, exclude_seen)
             if view is not None and view.status == "open":
                 owner = view.user_id
-                user_view = None
+                user: UserView | None = None
                 if view.state_blob is None and bundle.has_user_state and owner is not None:
-                    user_view = await self.store.read_user(owner, bundle.key)
+                    user = await self.store.read_user(owner, bundle.key)
                 if exclude_seen:
                     exclude |= self._indices(bundle, [c.item_id for c in view.clicks])
-                computed = await self._in_thread(
-                    self._advance_and_rank, bundle, view.state_blob,
-                    [click.item_id for click in view.unfolded], user_view, k, exclude)
-                await self.store.save_states(
-                    session=None if computed.session_blob is None else (
-                        session_id, view.gen, bundle.key, computed.session_blob, view.total),
-                    user=None if computed.user_write is None or owner is None else (
-                        owner, bundle.key, *computed.user_write))
-                return Outcome(session_id, owner, 0, 0, computed.recommendations,
-                               bundle.name, bundle.version, "session")
+                ranked = (await self._in_thread(
+                    self._rank_rows, bundle, [view.state_blob],
+                    [[click.item_id for click in view.unfolded]], [user], [k], [exclude]))[0]
+                outcome = Outcome(session_id, owner, 0, 0, ranked.recommendations,
+                                  bundle.name, bundle.version, "session")
+                writes = [self.store.remember_served_call(
+                    session_id, outcome.recommendation_id, bundle.key,
+                    [item for item, _ in outcome.recommendations])]
+                if ranked.session_blob is not None:
+                    writes.append(self.store.session_state_call(
+                        session_id, view.gen, bundle.key, ranked.session_blob, view.total))
+                if ranked.user_write is not None and owner is not None:
+                    writes.append(self.store.user_state_call(owner, bundle.key,
+                                                             *ranked.user_write))
+                await self.store.run(writes)
+                self.metrics.inc_labelled("nextclick_recommendations_served_total",
+                                          {"model": bundle.key})
+                return outcome
             if view is not None and user_id is None:
                 user_id = view.user_id
         if user_id is not None and bundle.has_user_state:
-            user_view = await self.store.read_user(user_id, bundle.key)
-            computed = await self._in_thread(self._start_and_rank, bundle, user_view, k,
-                                             exclude)
-            if computed.user_write is not None:
-                await self.store.save_states(user=(user_id, bundle.key, *computed.user_write))
-            return Outcome(session_id, user_id, 0, 0, computed.recommendations, bundle.name,
+            user = await self.store.read_user(user_id, bundle.key)
+            ranked = (await self._in_thread(self._rank_rows, bundle, [None], [[]], [user],
+                                            [k], [exclude]))[0]
+            if ranked.user_write is not None:
+                await self.store.save_states(user=(user_id, bundle.key, *ranked.user_write))
+            return Outcome(session_id, user_id, 0, 0, ranked.recommendations, bundle.name,
                            bundle.version, "user")
         return Outcome(session_id, user_id, 0, 0, bundle.popular(k, set(exclude_ids)),
                        bundle.name, bundle.version, "popular")
 
     # ---- closing ------------------------------------------------------------------------
     async def close_session(self, session_id: str, *, expected_gen: int | None,
-                            expected_user: str | None) -> SealedSession | str | None:
+                            expected_user: str | None, idle_cutoff: float | None = None
+                            ) -> SealedSession | str | None:
         """Seal the session generation (session slot), fold its clicks into its user
         exactly once (user slot), then mark it folded (session slot). Safe to race and to
-        repeat: a second closer gets the same sealed generation and its fold is a no-op; a
-        closer that died midway is completed by the next one, since the session id cannot
-        start a new generation before its last one is marked folded. The user's model
-        states catch up lazily, on the user's next session start or personalised request."""
+        repeat: a second closer gets the same sealed generation and its fold is a no-op
+        (the generation is no longer attached to the user); a closer that died midway is
+        completed by the next one, since the session id cannot start a new generation
+        before its last one is marked folded. With ``idle_cutoff`` (the sweeper) an open
+        session is closed only if it had no click since then ("active" otherwise). The
+        user's model states catch up lazily, on the user's next session start or
+        personalised request."""
         sealed = await self.store.seal_session(session_id, expected_gen=expected_gen,
-                                               expected_user=expected_user, now=time.time())
+                                               expected_user=expected_user, now=time.time(),
+                                               idle_cutoff=idle_cutoff)
         if not isinstance(sealed, SealedSession):
             return sealed
         if sealed.was_open:
             self.metrics.inc("nextclick_sessions_closed_total")
-        if sealed.user_id is not None:
+        if sealed.user_id is not None and not sealed.folded:
             folded = await self.store.fold_into_user(
                 sealed.user_id, session_id, sealed.gen,
                 [click.item_id for click in sealed.clicks], time.time())
@@ -281,6 +566,33 @@ class SessionService:
         if not isinstance(sealed, SealedSession):
             raise ApiError(404, "unknown_session", f"no session {session_id!r}")
         return sealed
+
+    async def sweep_idle(self, owner: str) -> int:
+        """One round of the idle-session sweeper: close and fold, exactly once, the
+        sessions with a user that had no click for ``session_idle_timeout`` (server time),
+        long before their keys could expire. Shards are leased, so several processes (and
+        replicas) share the work. Returns the number of sessions closed."""
+        s = self.settings
+        now = time.time()
+        cutoff = now - s.session_idle_timeout
+        closed = 0
+        for shard in range(s.sweep_shards):
+            candidates = await self.store.sweep_candidates(
+                shard, owner, int(s.sweep_interval * 2000), cutoff, s.sweep_batch)
+            for session_id in candidates or []:
+                sealed = await self.close_session(session_id, expected_gen=None,
+                                                  expected_user=None, idle_cutoff=cutoff)
+                if sealed == "active":
+                    record = await self.store.get_session(session_id)
+                    touched = record.touched_at if record is not None else None
+                    await self.store.reindex(session_id, touched)
+                    continue
+                await self.store.reindex(session_id, None)
+                if isinstance(sealed, SealedSession) and sealed.was_open:
+                    closed += 1
+        if closed:
+            self.metrics.inc("nextclick_sessions_swept_total", closed)
+        return closed
 
     async def get_session(self, session_id: str) -> SessionRecord:
         record = await self.store.get_session(session_id)

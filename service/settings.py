@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     default_model: str | None = None
     providers: Annotated[list[str] | None, NoDecode] = None
     intra_op_threads: int | None = Field(default=None, ge=1)
-    inference_threads: int = Field(default=4, ge=1, le=256,
-                                   description="thread pool running ONNX inference")
+    inference_threads: int = Field(default=2, ge=1, le=256,
+                                   description="thread pool running ONNX inference (one "
+                                   "batch per thread)")
 
     # --- session / user lifecycle ----------------------------------------------------
     session_idle_timeout: float = Field(default=1800.0, gt=0)
@@ -57,6 +58,33 @@ class Settings(BaseSettings):
     max_event_ids: int = Field(default=128, ge=1, le=1_000_000,
                                description="newest event ids remembered per session (128 "
                                "keeps Redis' compact zset encoding)")
+    served_lists_kept: int = Field(default=4, ge=1, le=100,
+                                   description="lists answered per session remembered for "
+                                   "the attribution of clicks (recommendation_id)")
+    max_future_skew: float = Field(default=300.0, ge=0,
+                                   description="seconds an event timestamp may lie ahead "
+                                   "of the server clock (later ones are refused with 422)")
+    sweep_interval: float = Field(default=60.0, gt=0,
+                                  description="seconds between rounds of the idle-session "
+                                  "sweeper (closes and folds sessions idle for "
+                                  "session_idle_timeout)")
+    sweep_shards: int = Field(default=16, ge=1, le=1024,
+                              description="shards of the sweeper's index (each on its own "
+                              "Redis slot); every process must use the same number")
+    sweep_batch: int = Field(default=500, ge=1, description="sessions a sweeper round "
+                             "closes per shard at most")
+
+    # --- click path: micro-batching -----------------------------------------------------
+    batch_max_size: int = Field(default=64, ge=1, le=4096,
+                                description="clicks processed together at most (one Redis "
+                                "round trip, one advance/score run per model version)")
+    batch_max_wait: float = Field(default=0.0, ge=0, le=1.0,
+                                  description="seconds an idle service waits to gather "
+                                  "batch-mates for a click (0: start at once; under load "
+                                  "batches form while the previous one runs)")
+    batch_concurrency: int = Field(default=2, ge=1, le=64,
+                                   description="batches processed at once per process (one "
+                                   "can wait on Redis while another runs inference)")
 
     # --- request limits ---------------------------------------------------------------
     max_k: int = Field(default=100, ge=1, le=10_000)

@@ -4,6 +4,8 @@ Key layout (hash tags keep one session's keys, and one user's keys, in one clust
 every multi-key operation is a single Lua script on a single slot)::
 
     nc:{s:<sid>}:meta       hash  user_id gen status started_at last_event_at total closed_at
+                                  touched_at (server time of the last accepted click)
+                                  attached (1 once the generation is attached to its user)
                                   folded (1 once a closed generation is folded into its user)
     nc:{s:<sid>}:clicks     list  "<timestamp>\\t<item_id>", newest last, bounded
     nc:{s:<sid>}:state      hash  <model@version> -> state blob, <model@version>#n -> clicks
@@ -11,10 +13,21 @@ every multi-key operation is a single Lua script on a single slot)::
     nc:{s:<sid>}:events     zset  event id -> time accepted: the idempotency record of the
                                   session's events (ids older than ``event_id_ttl`` and all
                                   but the newest ``max_event_ids`` are forgotten)
+    nc:{s:<sid>}:payloads   hash  event id -> payload fingerprint (same members as events):
+                                  an id sent again with another payload is refused (409)
+    nc:{s:<sid>}:served     list  "<recommendation id>\\t<model@version>\\t<item>...": the
+                                  newest lists answered for the session (click attribution)
     nc:{u:<uid>}:meta       hash  open_session last_event_at sessions_total
     nc:{u:<uid>}:history    list  JSON item-id lists of past sessions, newest last, bounded
-    nc:{u:<uid>}:closed     zset  "<sid>#<gen>" -> close time (exactly-once folding)
+    nc:{u:<uid>}:closed     zset  "<sid>#<gen>" -> close time: folded generations, for erasure
     nc:{u:<uid>}:state      hash  <model@version> -> user state blob, ...#n -> sessions folded
+    nc:{u:<uid>}:attached   zset  "<sid>#<gen>" -> attach time: generations this user owns
+                                  and has not folded yet (a fold consumes its member, so a
+                                  generation folds exactly once, and never into an erased
+                                  user)
+    nc:{sweep:<n>}:sessions zset  session id -> server time of its last known activity: the
+                                  sweeper's index of sessions with a user (n = shard)
+    nc:{sweep:<n>}:lease    str   which process sweeps shard n right now
 
 The click list and the user's session history are the source of truth. Model states are
 caches derivable from them and are written with a compare-and-set on the folded count, so
@@ -30,6 +43,7 @@ import hashlib
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -64,11 +78,22 @@ def user_key(user_id: str, part: str) -> str:
 
 
 def session_keys(session_id: str) -> list[str]:
-    return [session_key(session_id, part) for part in ("meta", "clicks", "state", "events")]
+    return [session_key(session_id, part)
+            for part in ("meta", "clicks", "state", "events", "payloads", "served")]
 
 
 def user_keys(user_id: str) -> list[str]:
-    return [user_key(user_id, part) for part in ("meta", "history", "closed", "state")]
+    return [user_key(user_id, part)
+            for part in ("meta", "history", "closed", "state", "attached")]
+
+
+def sweep_shard(session_id: str, shards: int) -> int:
+    """The sweeper shard of a session (the same in every process)."""
+    return zlib.crc32(session_id.encode("utf-8")) % shards
+
+
+def sweep_keys(shard: int) -> list[str]:
+    return [f"nc:{{sweep:{shard}}}:sessions", f"nc:{{sweep:{shard}}}:lease"]
 
 
 # ---- values ----------------------------------------------------------------------------
@@ -80,18 +105,22 @@ class Click:
 
 @dataclass(frozen=True)
 class EventRecord:
-    """One event as the store records it (the timestamp is already filled in)."""
+    """One event as the store records it (the timestamp is already filled in).
+    ``payload`` is what must match when the same ``event_id`` is sent again (the item, the
+    event type and the client's own timestamp, if it sent one)."""
 
     item_id: str
     timestamp: float
     event_id: str | None = None
+    payload: str = ""
+    recommendation_id: str | None = None
 
 
 @dataclass
 class IngestResult:
-    status: str  # "ok" | "rollover" | "conflict" | "unfolded" (see ingest.lua)
+    status: str  # "ok" | "attach" | "rollover" | "conflict" | "unfolded" | "payload_mismatch"
     gen: int
-    user_id: str | None
+    user_id: str | None  # for payload_mismatch: the event id re-used with another payload
     accepted: int = 0
     duplicates: int = 0
     total: int = 0
@@ -102,6 +131,9 @@ class IngestResult:
     unfolded: list[Click] = field(default_factory=list)
     clicks: list[Click] = field(default_factory=list)
     new_generation: bool = False
+    #: per accepted event naming a recommendation id: (model@version, position in that
+    #: list, 0 = not in it); ("", -1) when the list is not remembered
+    attributions: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -122,12 +154,13 @@ class SessionView:
 class UserView:
     """A user's cached model state and the past sessions not folded into it."""
 
-    previous_open: str | None
+    previous_open: str | None  # the user's other open session, when attaching a new one
     sessions_total: int
     state_blob: bytes | None
     state_folded: int
     unfolded_history: list[list[str]]
     approximate: bool
+    exists: bool = True
 
 
 @dataclass
@@ -139,6 +172,7 @@ class SealedSession:
     last_event_at: float | None
     total: int
     clicks: list[Click]
+    folded: bool = False
 
 
 @dataclass
@@ -151,6 +185,7 @@ class SessionRecord:
     last_event_at: float | None
     total: int
     clicks: list[Click]
+    touched_at: float | None = None  # server time of the last accepted click
 
 
 # ---- decoding helpers ------------------------------------------------------------------
@@ -200,10 +235,14 @@ class Script:
     """A Lua script addressed by its SHA1; loaded lazily when the server lacks it (first
     use, or after a Redis restart emptied the script cache)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, source: str | None = None) -> None:
         self.name = name
-        self.source = _lua_source(name)
+        self.source = _lua_source(name) if source is None else source
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def inline(cls, name: str, source: str) -> Script:
+        return cls(name, source)
 
 
 @dataclass
@@ -247,18 +286,20 @@ def connect(url: str, settings: Settings) -> RedisClient:
 
 class StateStore:
     """All Redis access of the service. Every method is one round trip, except where a
-    docstring says otherwise."""
+    docstring says otherwise; the ``*_call`` builders let the click path pipeline the
+    scripts of many requests into one round trip (``run``)."""
 
-    SCRIPT_NAMES = ("ingest", "peek_session", "touch_user", "seal_session",
-                    "close_user_session", "save_session_state", "save_user_state",
-                    "delete_session_if_owned", "mark_folded")
+    SCRIPT_NAMES = ("ingest", "peek_session", "attach_user", "detach_user", "read_user",
+                    "seal_session",
+                    "fold_session", "save_session_state", "save_user_state", "erase_user",
+                    "delete_session_if_owned", "mark_folded", "sweep_claim", "remember_served")
 
     def __init__(self, client: RedisClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.cluster = isinstance(client, RedisCluster)
         self.scripts = {name: Script(name) for name in self.SCRIPT_NAMES}
-        #: Wall clock that dates accepted event ids (for the ``event_id_ttl`` window).
+        #: Wall clock that dates accepted event ids and session activity (server time).
         self.clock: Callable[[], float] = time.time
 
     @classmethod
@@ -280,11 +321,30 @@ class StateStore:
             await client.script_load(call.script.source)
             return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
 
-    async def _eval_many(self, calls: Sequence[Call]) -> list[Any]:
+    async def run_groups(self, groups: Sequence[Sequence[Call]]) -> list[list[Any]]:
+        """Run groups of scripts, each group in order: one pipeline on a single server (it
+        runs in order), the groups concurrently on a cluster, each one call after the other
+        (slots on different nodes give no order)."""
+        if not self.cluster:
+            flat = await self.run([call for group in groups for call in group])
+            results, position = [], 0
+            for group in groups:
+                results.append(flat[position:position + len(group)])
+                position += len(group)
+            return results
+
+        async def in_order(group: Sequence[Call]) -> list[Any]:
+            return [await self._eval(call) for call in group]
+
+        return list(await asyncio.gather(*(in_order(group) for group in groups)))
+
+    async def run(self, calls: Sequence[Call]) -> list[Any]:
         """Run scripts on (possibly) different slots in one round trip: a non-transactional
-        pipeline on a single server, concurrent calls on a cluster. A script the server
-        does not know yet is loaded and re-run individually (only that one failed, so
-        nothing runs twice)."""
+        pipeline on a single server (executed in order), concurrent calls on a cluster. A
+        script the server does not know yet is loaded and re-run individually (only that
+        one failed, so nothing runs twice). A failure raises."""
+        if not calls:
+            return []
         if len(calls) == 1:
             return [await self._eval(calls[0])]
         if self.cluster:
@@ -301,40 +361,69 @@ class StateStore:
         return results
 
     # ---- click path --------------------------------------------------------------------
-    def _ingest_call(self, session_id: str, events: Sequence[EventRecord], user_id: str | None,
-                     model_key: str, want_all: bool) -> Call:
+    def ingest_call(self, session_id: str, events: Sequence[EventRecord], user_id: str | None,
+                    model_key: str, want_all: bool, attached_gen: int | None = None) -> Call:
+        """``attached_gen``: the generation this caller attached to its user after an
+        ``attach`` answer (see ingest.lua)."""
         s = self.settings
-        keys = session_keys(session_id)
         args: list[Any] = [s.session_idle_timeout, s.session_ttl, s.max_session_clicks,
                            s.event_id_ttl, model_key, user_id or "", int(want_all),
-                           format_timestamp(self.clock()), s.max_event_ids, len(events)]
+                           format_timestamp(self.clock()), s.max_event_ids,
+                           "" if attached_gen is None else attached_gen, len(events)]
         for event in events:
-            args += [event.event_id or "", format_timestamp(event.timestamp), event.item_id]
-        return Call(self.scripts["ingest"], keys, args)
-
-    def _touch_call(self, user_id: str, session_id: str | None, timestamp: float,
-                    model_key: str) -> Call:
-        keys = [user_key(user_id, part) for part in ("meta", "history", "state", "closed")]
-        return Call(self.scripts["touch_user"], keys,
-                    [session_id or "", format_timestamp(timestamp), model_key,
-                     self.settings.user_ttl])
+            args += [event.event_id or "", format_timestamp(event.timestamp), event.item_id,
+                     event.payload, event.recommendation_id or ""]
+        return Call(self.scripts["ingest"], session_keys(session_id), args)
 
     async def ingest(self, session_id: str, events: Sequence[EventRecord], *,
-                     user_id: str | None, model_key: str, want_all: bool
-                     ) -> tuple[IngestResult, UserView | None]:
-        """Append events to the session and, when ``user_id`` is given, mark it as the
-        user's open session, pipelined in one round trip."""
-        calls = [self._ingest_call(session_id, events, user_id, model_key, want_all)]
-        if user_id is not None:
-            newest = max(event.timestamp for event in events)
-            calls.append(self._touch_call(user_id, session_id, newest, model_key))
-        results = await self._eval_many(calls)
-        user_view = _user_view(results[1]) if user_id is not None else None
-        return _ingest_result(results[0]), user_view
+                     user_id: str | None, model_key: str, want_all: bool,
+                     attached_gen: int | None = None) -> IngestResult:
+        """Append events to the session (a refused request writes nothing)."""
+        return ingest_result(await self._eval(
+            self.ingest_call(session_id, events, user_id, model_key, want_all, attached_gen)))
+
+    def attach_calls(self, user_id: str, session_id: str, gen: int, timestamp: float,
+                     model_key: str) -> list[Call]:
+        """Attach a session generation to its user and index it for the idle sweeper (two
+        slots; run them with ``run``, the first result is the user view)."""
+        s = self.settings
+        index_key = sweep_keys(sweep_shard(session_id, s.sweep_shards))[0]
+        return [Call(self.scripts["attach_user"], user_keys(user_id),
+                     [session_id, gen, format_timestamp(timestamp), model_key, s.user_ttl]),
+                Call(_ZADD, [index_key], [format_timestamp(self.clock()), session_id])]
+
+    async def attach_user(self, user_id: str, session_id: str, gen: int, timestamp: float,
+                          model_key: str) -> UserView:
+        """``attach_calls`` in one round trip; returns the user's view."""
+        results = await self.run(self.attach_calls(user_id, session_id, gen, timestamp,
+                                                   model_key))
+        return user_view(results[0])
+
+    def attached_call(self, user_id: str, session_id: str, gen: int) -> Call:
+        """Is the generation still attached to the user (1/0)? After the session accepted
+        it: an erasure may have run in between."""
+        return Call(_ATTACHED, [user_key(user_id, "attached")], [f"{session_id}#{gen}"])
+
+    def delete_session_call(self, session_id: str, user_id: str) -> Call:
+        """Erase a session if it belongs to the user (session slot)."""
+        return Call(self.scripts["delete_session_if_owned"], session_keys(session_id),
+                    [user_id])
+
+    def detach_call(self, user_id: str, session_id: str, gen: int,
+                    previous_open: str | None) -> Call:
+        """Undo an attach whose generation the session then refused (rare race)."""
+        return Call(self.scripts["detach_user"],
+                    [user_key(user_id, "meta"), user_key(user_id, "attached")],
+                    [session_id, gen, previous_open or ""])
 
     async def read_user(self, user_id: str, model_key: str) -> UserView:
         """The user's cached state and unfolded history, without writing anything."""
-        return _user_view(await self._eval(self._touch_call(user_id, None, 0.0, model_key)))
+        keys = [user_key(user_id, part) for part in ("meta", "history", "state")]
+        raw = await self._eval(Call(self.scripts["read_user"], keys, [model_key]))
+        return UserView(previous_open=None, sessions_total=int(raw[0]), state_blob=raw[1],
+                        state_folded=int(raw[2]),
+                        unfolded_history=[json.loads(_text(entry)) for entry in raw[3]],
+                        approximate=bool(raw[4]), exists=bool(raw[5]))
 
     async def peek_session(self, session_id: str, model_key: str, want_all: bool
                            ) -> SessionView | None:
@@ -347,6 +436,26 @@ class StateStore:
                            total=int(raw[3]), state_blob=raw[4], state_folded=int(raw[5]),
                            unfolded=_clicks(raw[6]), clicks=_clicks(raw[7]))
 
+    def session_state_call(self, session_id: str, gen: int, model_key: str, blob: bytes,
+                           folded: int) -> Call:
+        """Compare-and-set of a session's cached state on the number of clicks folded."""
+        return Call(self.scripts["save_session_state"],
+                    [session_key(session_id, "meta"), session_key(session_id, "state")],
+                    [model_key, blob, folded, gen, self.settings.session_ttl])
+
+    def remember_served_call(self, session_id: str, recommendation_id: str, model_key: str,
+                             items: Sequence[str]) -> Call:
+        """Remember a list answered for a session, for the attribution of later clicks."""
+        entry = "\t".join([recommendation_id, model_key, *items])
+        return Call(self.scripts["remember_served"], [session_key(session_id, "served")],
+                    [entry, self.settings.served_lists_kept, self.settings.session_ttl])
+
+    def user_state_call(self, user_id: str, model_key: str, blob: bytes, folded: int) -> Call:
+        """Compare-and-set of a user's cached state on the number of sessions folded."""
+        return Call(self.scripts["save_user_state"],
+                    [user_key(user_id, "meta"), user_key(user_id, "state")],
+                    [model_key, blob, folded, self.settings.user_ttl])
+
     async def save_states(self, *, session: tuple[str, int, str, bytes, int] | None = None,
                           user: tuple[str, str, bytes, int] | None = None) -> list[bool]:
         """Compare-and-set writes of cached model states, pipelined.
@@ -355,30 +464,24 @@ class StateStore:
         user: (user_id, model_key, blob, sessions folded)."""
         calls = []
         if session is not None:
-            session_id, gen, model_key, blob, folded = session
-            calls.append(Call(self.scripts["save_session_state"],
-                              [session_key(session_id, "meta"), session_key(session_id, "state")],
-                              [model_key, blob, folded, gen, self.settings.session_ttl]))
+            calls.append(self.session_state_call(*session))
         if user is not None:
-            user_id, model_key, blob, folded = user
-            calls.append(Call(self.scripts["save_user_state"],
-                              [user_key(user_id, "meta"), user_key(user_id, "state")],
-                              [model_key, blob, folded, self.settings.user_ttl]))
-        if not calls:
-            return []
-        return [bool(result) for result in await self._eval_many(calls)]
+            calls.append(self.user_state_call(*user))
+        return [bool(result) for result in await self.run(calls)]
 
     # ---- closing -------------------------------------------------------------------------
     async def seal_session(self, session_id: str, *, expected_gen: int | None,
-                           expected_user: str | None, now: float
+                           expected_user: str | None, now: float,
+                           idle_cutoff: float | None = None
                            ) -> SealedSession | str | None:
         """Mark a session generation closed and return its clicks. Returns None for an
         unknown session, "stale" when that generation was superseded, "foreign" when the
-        session belongs to another user than ``expected_user``."""
+        session belongs to another user than ``expected_user``, "active" when it had a
+        click after ``idle_cutoff`` (server time; nothing is written then)."""
         raw = await self._eval(Call(
             self.scripts["seal_session"], session_keys(session_id)[:2],
             ["" if expected_gen is None else str(expected_gen), expected_user or "",
-             format_timestamp(now)]))
+             format_timestamp(now), "" if idle_cutoff is None else format_timestamp(idle_cutoff)]))
         if raw is None:
             return None
         status = _text(raw[0])
@@ -387,15 +490,15 @@ class StateStore:
         return SealedSession(gen=int(raw[1]), was_open=_text(raw[2]) == "open",
                              user_id=_opt_text(raw[3]), started_at=_opt_float(raw[4]),
                              last_event_at=_opt_float(raw[5]), total=int(raw[6]),
-                             clicks=_clicks(raw[7]))
+                             clicks=_clicks(raw[7]), folded=_text(raw[8]) == "1")
 
     async def fold_into_user(self, user_id: str, session_id: str, gen: int,
                              items: Sequence[str], now: float) -> bool:
-        """Append a closed session to the user's history exactly once; True if this call
-        did it."""
+        """Append a closed session generation attached to this user to the user's history,
+        exactly once; True if this call did it."""
         s = self.settings
         result = await self._eval(Call(
-            self.scripts["close_user_session"], user_keys(user_id),
+            self.scripts["fold_session"], user_keys(user_id),
             [session_id, gen, json.dumps(list(items), ensure_ascii=False), format_timestamp(now),
              s.max_user_history, s.max_closed_tracked, s.user_ttl]))
         return bool(result)
@@ -406,6 +509,23 @@ class StateStore:
         ``unfolded``), so a close interrupted between seal and fold is never skipped."""
         return bool(await self._eval(Call(self.scripts["mark_folded"],
                                           [session_key(session_id, "meta")], [gen])))
+
+    # ---- idle sweeper ----------------------------------------------------------------------
+    async def sweep_candidates(self, shard: int, owner: str, lease_ms: int, cutoff: float,
+                               limit: int) -> list[str] | None:
+        """Take (or keep) the lease of one index shard and list its sessions idle since
+        ``cutoff``; None when another process holds the lease."""
+        raw = await self._eval(Call(self.scripts["sweep_claim"], sweep_keys(shard),
+                                    [owner, lease_ms, format_timestamp(cutoff), limit]))
+        return None if raw is None else [_text(member) for member in raw]
+
+    async def reindex(self, session_id: str, activity: float | None) -> None:
+        """Move a session in the sweeper's index to its last activity, or drop it (None)."""
+        key = sweep_keys(sweep_shard(session_id, self.settings.sweep_shards))[0]
+        if activity is None:
+            await self.client.zrem(key, session_id)
+        else:
+            await self.client.zadd(key, {session_id: activity})
 
     # ---- reads and erasure ---------------------------------------------------------------
     async def get_session(self, session_id: str) -> SessionRecord | None:
@@ -422,7 +542,8 @@ class StateStore:
             status=meta.get("status", "open"), gen=int(meta.get("gen", "0") or 0),
             started_at=_opt_float(meta.get("started_at")),
             last_event_at=_opt_float(meta.get("last_event_at")),
-            total=int(meta.get("total", "0") or 0), clicks=_clicks(clicks_raw))
+            total=int(meta.get("total", "0") or 0), clicks=_clicks(clicks_raw),
+            touched_at=_opt_float(meta.get("touched_at")))
 
     async def user_history(self, user_id: str) -> tuple[int, list[list[str]]]:
         """(sessions folded in total, the bounded history of item lists)."""
@@ -433,25 +554,29 @@ class StateStore:
         return int(_text(total_raw) or 0), [json.loads(_text(h)) for h in history_raw]
 
     async def delete_user(self, user_id: str) -> int:
-        """Erase the user's keys and the sessions it is known to own (its open session and
-        the closed ones remembered for exactly-once). Returns the number of sessions erased.
-        Two round trips plus one per session."""
-        pipe = cast(Any, self.client).pipeline(transaction=True)
-        pipe.hget(user_key(user_id, "meta"), "open_session")
-        pipe.zrange(user_key(user_id, "closed"), 0, -1)
-        pipe.delete(*user_keys(user_id))
-        open_raw, closed_raw, _ = await pipe.execute()
-        session_ids = {_text(member).rpartition("#")[0] for member in closed_raw}
-        if open_raw:
-            session_ids.add(_text(open_raw))
-        erased = 0
-        for session_id in sorted(session_ids):
-            erased += int(await self._eval(Call(self.scripts["delete_session_if_owned"],
-                                                session_keys(session_id), [user_id])))
-        return erased
+        """Erase the user's keys atomically on the user slot, then every session it owned
+        (its open one, those attached and not folded, the closed ones remembered), each on
+        its own slot if it still belongs to the user. Returns the number of sessions
+        erased. One round trip, then one pipelined round trip for the sessions."""
+        raw = await self._eval(Call(self.scripts["erase_user"], user_keys(user_id), []))
+        session_ids = sorted({_text(member) for member in raw})
+        shards = self.settings.sweep_shards
+        calls = [self.delete_session_call(sid, user_id) for sid in session_ids]
+        calls += [Call(_ZREM, [sweep_keys(sweep_shard(sid, shards))[0]], [sid])
+                  for sid in session_ids]
+        results = await self.run(calls)
+        return sum(int(result) for result in results[:len(session_ids)])
 
 
-def _ingest_result(raw: list[Any]) -> IngestResult:
+#: Single-command "scripts" so the pipelined ``run`` can mix index updates with the Lua
+#: scripts (EVALSHA of a one-line script costs what the bare command costs).
+_ZADD = Script.inline("zadd", "return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])")
+_ZREM = Script.inline("zrem", "return redis.call('ZREM', KEYS[1], ARGV[1])")
+_ATTACHED = Script.inline("attached",
+                          "return redis.call('ZSCORE', KEYS[1], ARGV[1]) and 1 or 0")
+
+
+def ingest_result(raw: list[Any]) -> IngestResult:
     status = _text(raw[0])
     if status != "ok":
         return IngestResult(status=status, gen=int(raw[1]), user_id=_opt_text(raw[2]))
@@ -459,10 +584,11 @@ def _ingest_result(raw: list[Any]) -> IngestResult:
         status=status, gen=int(raw[1]), user_id=_opt_text(raw[2]), accepted=int(raw[3]),
         duplicates=int(raw[4]), total=int(raw[5]), started_at=_opt_float(raw[6]),
         last_event_at=_opt_float(raw[7]), state_blob=raw[8], state_folded=int(raw[9]),
-        unfolded=_clicks(raw[10]), clicks=_clicks(raw[11]), new_generation=bool(raw[12]))
+        unfolded=_clicks(raw[10]), clicks=_clicks(raw[11]), new_generation=bool(raw[12]),
+        attributions=[(_text(key), int(position)) for key, position in raw[13]])
 
 
-def _user_view(raw: list[Any]) -> UserView:
+def user_view(raw: list[Any]) -> UserView:
     return UserView(previous_open=_opt_text(raw[0]), sessions_total=int(raw[1]),
                     state_blob=raw[2], state_folded=int(raw[3]),
                     unfolded_history=[json.loads(_text(entry)) for entry in raw[4]],

@@ -296,3 +296,26 @@ def test_bench_engine_reports_latencies(exported: dict[str, Path]) -> None:
     assert result["model"] == "tiny-user-gru@20250101T000000Z" and result["clicks"] == 40
     assert 0 < result["p50_ms"] <= result["p99_ms"]
     assert result["advance_p50_ms"] > 0 and result["top_k_p50_ms"] > 0
+
+
+def test_provider_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+                         ) -> None:
+    """CUDA first where the onnxruntime build offers it, CPU always last; a requested
+    provider the build lacks is dropped with a warning. (There is no GPU here: the list of
+    available providers is what an onnxruntime-gpu build on a CUDA machine reports.)"""
+    import onnxruntime
+
+    from service.engine import choose_providers
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert choose_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with caplog.at_level("WARNING"):
+        chosen = choose_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+    assert chosen == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert "TensorrtExecutionProvider" in caplog.text
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CPUExecutionProvider"])
+    assert choose_providers() == ["CPUExecutionProvider"]  # a CPU build: no warning needed
+    assert choose_providers([" CUDAExecutionProvider ", ""]) == ["CPUExecutionProvider"]

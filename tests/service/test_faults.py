@@ -22,11 +22,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from service.app import create_app
 from service.embedded import EmbeddedRedis
 from service.settings import Settings
-from tests.servers import LiveServer, ServeProcess, free_port
+from tests.servers import LiveServer, ServeProcess, _port_pair_free, free_port
 
 T0 = 1_700_000_000.0
 
@@ -301,6 +303,8 @@ def test_redis_that_lost_its_cluster_slots_answers_503(artifacts: Path,
     from service.embedded import redis_server_binary
 
     port = free_port()
+    while not _port_pair_free(port):  # a cluster node also binds port + 10000
+        port = free_port()
     node = subprocess.Popen(
         [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
          "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
@@ -308,14 +312,17 @@ def test_redis_that_lost_its_cluster_slots_answers_503(artifacts: Path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"redis://127.0.0.1:{port}/0"
+        probe = redis.Redis(port=port, retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + 20
         while True:
+            assert node.poll() is None, "the cluster node did not start"
             try:
-                redis.Redis.from_url(url).ping()
+                probe.ping()
                 break
             except redis.ConnectionError:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+        probe.close()
         with LiveServer(_settings(artifacts, tmp_path, url)) as live, \
                 httpx.Client(base_url=live.url, timeout=10) as http:
             _assert_unavailable(http.post("/sessions/c/events", json={"item_id": "i1"}))
@@ -454,6 +461,8 @@ def test_embedded_redis_death_is_restarted_counted_and_seen_by_healthz(
             _assert_unavailable(response)  # a pooled connection to the dead server
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        assert http.get("/readyz").status_code == 200
+        while http.get("/readyz").status_code != 200:  # likewise: retried, not a human
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         stored = http.get("/sessions/d").json()["clicks"]
         assert [c["item_id"] for c in stored] == ["i1", "i2", "i3"]  # the AOF kept them

@@ -221,3 +221,38 @@ def test_end_idle_timeout_and_next_session_race_fold_each_session_once(
         folded_sessions += total
     # The fold side effect ran once per folded session, summed over the three processes.
     assert processes.folds() - folds_before == folded_sessions
+
+
+def test_erasure_is_serialisable_with_a_click_that_closes_the_previous_session(
+        processes: Processes, db: redis.Redis) -> None:
+    """DELETE /users racing, on another process, the user's click on a new session (which
+    closes their previous one): the end state is the one of a serial order. Either the
+    click came first (nothing of the user remains) or the erasure did (the click created
+    the user and its new session anew, with nothing of the erased session). It used to
+    leave the erased session and a re-created history behind in 2 of 25 rounds."""
+    rounds = 25
+    for round_no in range(rounds):
+        user = f"eraser{round_no}"
+        old, new = f"{user}-old", f"{user}-new"
+        for offset, item in enumerate(("i1", "i2")):
+            assert processes.post(0, f"/sessions/{old}/events",
+                                  {"item_id": item, "user_id": user,
+                                   "timestamp": T0 + offset}).status_code == 200
+
+        def act(kind: str, user: str, new: str) -> httpx.Response:
+            if kind == "erase":
+                return processes.http().delete(processes.urls[1] + f"/users/{user}")
+            return processes.post(2, f"/sessions/{new}/events",
+                                  {"item_id": "i5", "user_id": user, "timestamp": T0 + 60})
+
+        erase, new_click = run_all([("erase", user, new), ("click", user, new)], act,
+                                   threads=2)
+        assert erase.status_code == 204 and new_click.status_code == 200
+        assert not db.exists(f"nc:{{s:{old}}}:meta"), "the erased session survived"
+        assert db.lrange(f"nc:{{u:{user}}}:history", 0, -1) == []
+        if db.exists(f"nc:{{s:{new}}}:meta"):  # erasure first, then the click
+            assert stored_items(db, new) == ["i5"]
+            assert db.hget(f"nc:{{u:{user}}}:meta", "open_session") == new
+            assert int(db.hget(f"nc:{{u:{user}}}:meta", "sessions_total") or 0) == 0
+        else:  # the click first, then the erasure
+            assert not list(db.scan_iter(f"nc:{{u:{user}}}:*"))

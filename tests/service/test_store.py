@@ -11,7 +11,15 @@ import pytest
 import redis
 
 from service.settings import Settings
-from service.store import EventRecord, SealedSession, StateStore, is_cluster_url
+from service.store import (
+    EventRecord,
+    IngestResult,
+    SealedSession,
+    StateStore,
+    UserView,
+    ingest_result,
+    is_cluster_url,
+)
 
 T = TypeVar("T")
 T0 = 1_700_000_000.0
@@ -54,16 +62,38 @@ def events(*items: str, start: float = T0, ids: bool = False) -> list[EventRecor
             for offset, item in enumerate(items)]
 
 
+async def click_path(store: StateStore, session_id: str, events: list[EventRecord], *,
+                 user_id: str | None, model_key: str, want_all: bool
+                 ) -> tuple[IngestResult, UserView | None]:
+    """What the click path does with the store for one request: ingest, and when the
+    session opens a generation for a user, attach it on the user's slot and ingest again."""
+    result = await store.ingest(session_id, events, user_id=user_id, model_key=model_key,
+                                want_all=want_all)
+    if result.status != "attach" or result.user_id is None:
+        return result, None
+    view = await store.attach_user(result.user_id, session_id, result.gen,
+                                   max(e.timestamp for e in events), model_key)
+    return await store.ingest(session_id, events, user_id=user_id, model_key=model_key,
+                              want_all=want_all, attached_gen=result.gen), view
+
+
+async def fold(store: StateStore, user_id: str, session_id: str, gen: int, items: list[str],
+               now: float) -> bool:
+    """Fold a generation the way it happens in service: it was attached when it opened."""
+    await store.attach_user(user_id, session_id, gen, now, FIELD)
+    return await store.fold_into_user(user_id, session_id, gen, items, now)
+
+
 def test_ingest_appends_and_reports_unfolded_clicks(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        first, user = await store.ingest("s", events("a", "b"), user_id="u", model_key=FIELD,
+        first, user = await click_path(store, "s", events("a", "b"), user_id="u", model_key=FIELD,
                                          want_all=False)
         assert user is not None and user.previous_open is None
         assert (first.status, first.gen, first.accepted, first.total) == ("ok", 1, 2, 2)
         assert first.new_generation and first.state_blob is None
         assert [c.item_id for c in first.unfolded] == ["a", "b"]
         assert await store.save_states(session=("s", 1, FIELD, b"state-2", 2)) == [True]
-        second, _ = await store.ingest("s", events("c", start=T0 + 10), user_id=None,
+        second, _ = await click_path(store, "s", events("c", start=T0 + 10), user_id=None,
                                        model_key=FIELD, want_all=True)
         assert second.user_id == "u" and not second.new_generation
         assert (second.state_blob, second.state_folded) == (b"state-2", 2)
@@ -76,7 +106,7 @@ def test_ingest_appends_and_reports_unfolded_clicks(settings: Settings) -> None:
 
 def test_compare_and_set_never_goes_backwards(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a", "b", "c"), user_id=None, model_key=FIELD,
+        await click_path(store, "s", events("a", "b", "c"), user_id=None, model_key=FIELD,
                            want_all=False)
         assert await store.save_states(session=("s", 1, FIELD, b"three", 3)) == [True]
         assert await store.save_states(session=("s", 1, FIELD, b"two", 2)) == [False]
@@ -91,16 +121,16 @@ def test_compare_and_set_never_goes_backwards(settings: Settings) -> None:
 
 def test_idle_gap_asks_for_rollover_and_writes_nothing(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a"), user_id=None, model_key=FIELD, want_all=False)
+        await click_path(store, "s", events("a"), user_id=None, model_key=FIELD, want_all=False)
         late = events("b", start=T0 + settings.session_idle_timeout + 1, ids=True)
-        refused, _ = await store.ingest("s", late, user_id=None, model_key=FIELD,
+        refused, _ = await click_path(store, "s", late, user_id=None, model_key=FIELD,
                                         want_all=False)
         assert (refused.status, refused.gen) == ("rollover", 1)
         sealed = await store.seal_session("s", expected_gen=1, expected_user=None, now=T0)
         assert isinstance(sealed, SealedSession) and sealed.was_open
         assert [c.item_id for c in sealed.clicks] == ["a"]
         # The refused event's id was not consumed: the retry records it.
-        retried, _ = await store.ingest("s", late, user_id=None, model_key=FIELD,
+        retried, _ = await click_path(store, "s", late, user_id=None, model_key=FIELD,
                                         want_all=False)
         assert (retried.status, retried.gen, retried.accepted) == ("ok", 2, 1)
         assert await store.seal_session("s", expected_gen=1, expected_user=None,
@@ -111,10 +141,10 @@ def test_idle_gap_asks_for_rollover_and_writes_nothing(settings: Settings) -> No
 
 def test_event_ids_are_remembered_within_ttl_and_count(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        first, _ = await store.ingest("s", events("a", "b", "c", ids=True), user_id=None,
+        first, _ = await click_path(store, "s", events("a", "b", "c", ids=True), user_id=None,
                                       model_key=FIELD, want_all=False)
         assert (first.accepted, first.duplicates) == (3, 0)
-        again, _ = await store.ingest("s", events("a", "b", "c", ids=True), user_id=None,
+        again, _ = await click_path(store, "s", events("a", "b", "c", ids=True), user_id=None,
                                       model_key=FIELD, want_all=False)
         # Only the newest two ids are remembered: "a"'s id was forgotten, so it is new.
         assert (again.accepted, again.duplicates, again.total) == (1, 2, 4)
@@ -131,14 +161,14 @@ def test_event_ids_expire_after_their_ttl(settings: Settings) -> None:
 
     async def body(store: StateStore) -> None:
         store.clock = lambda: clock[0]
-        await store.ingest("s", events("a", ids=True), user_id=None, model_key=FIELD,
+        await click_path(store, "s", events("a", ids=True), user_id=None, model_key=FIELD,
                            want_all=False)
         clock[0] += 30
-        dup, _ = await store.ingest("s", events("a", ids=True), user_id=None,
+        dup, _ = await click_path(store, "s", events("a", ids=True), user_id=None,
                                     model_key=FIELD, want_all=False)
         assert dup.duplicates == 1
         clock[0] += 31  # past the 60 s TTL: the id is new again (at-least-once beyond it)
-        late, _ = await store.ingest("s", events("a", ids=True), user_id=None,
+        late, _ = await click_path(store, "s", events("a", ids=True), user_id=None,
                                      model_key=FIELD, want_all=False)
         assert (late.accepted, late.duplicates) == (1, 0)
 
@@ -147,10 +177,10 @@ def test_event_ids_expire_after_their_ttl(settings: Settings) -> None:
 
 def test_session_and_user_keys_expire_after_their_configured_ttls(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a", ids=True), user_id="u", model_key=FIELD,
+        await click_path(store, "s", events("a", ids=True), user_id="u", model_key=FIELD,
                            want_all=False)
         await store.save_states(session=("s", 1, FIELD, b"x", 1))
-        await store.fold_into_user("u", "old", 1, ["z"], T0)
+        await fold(store, "u", "old", 1, ["z"], T0)
         await store.save_states(user=("u", FIELD, b"y", 1))
         for part in ("meta", "clicks", "state"):
             assert 3000 < await store.client.ttl(f"nc:{{s:s}}:{part}") <= 3600
@@ -163,10 +193,10 @@ def test_session_and_user_keys_expire_after_their_configured_ttls(settings: Sett
 
 def test_next_generation_waits_for_the_fold_of_the_last(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a"), user_id="u", model_key=FIELD, want_all=False)
+        await click_path(store, "s", events("a"), user_id="u", model_key=FIELD, want_all=False)
         sealed = await store.seal_session("s", expected_gen=None, expected_user="u", now=T0)
         assert isinstance(sealed, SealedSession)
-        refused, _ = await store.ingest("s", events("b", start=T0 + 5, ids=True),
+        refused, _ = await click_path(store, "s", events("b", start=T0 + 5, ids=True),
                                         user_id="u", model_key=FIELD, want_all=False)
         assert (refused.status, refused.gen) == ("unfolded", 1)
         record = await store.get_session("s")
@@ -174,7 +204,7 @@ def test_next_generation_waits_for_the_fold_of_the_last(settings: Settings) -> N
         assert await store.fold_into_user("u", "s", 1, ["a"], T0)
         assert await store.mark_folded("s", 1)
         assert not await store.mark_folded("s", 2)  # no such generation
-        resumed, _ = await store.ingest("s", events("b", start=T0 + 5, ids=True),
+        resumed, _ = await click_path(store, "s", events("b", start=T0 + 5, ids=True),
                                         user_id="u", model_key=FIELD, want_all=False)
         assert (resumed.status, resumed.gen, resumed.accepted) == ("ok", 2, 1)
 
@@ -183,8 +213,8 @@ def test_next_generation_waits_for_the_fold_of_the_last(settings: Settings) -> N
 
 def test_conflicting_user_writes_nothing(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a"), user_id="alice", model_key=FIELD, want_all=False)
-        result, _ = await store.ingest("s", events("b", ids=True), user_id="bob",
+        await click_path(store, "s", events("a"), user_id="alice", model_key=FIELD, want_all=False)
+        result, _ = await click_path(store, "s", events("b", ids=True), user_id="bob",
                                        model_key=FIELD, want_all=False)
         assert (result.status, result.user_id) == ("conflict", "alice")
         record = await store.get_session("s")
@@ -195,10 +225,10 @@ def test_conflicting_user_writes_nothing(settings: Settings) -> None:
 
 def test_click_list_is_bounded_and_a_far_behind_cache_is_rebuilt(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a", "b"), user_id=None, model_key=FIELD,
+        await click_path(store, "s", events("a", "b"), user_id=None, model_key=FIELD,
                            want_all=False)
         await store.save_states(session=("s", 1, FIELD, b"two", 2))
-        result, _ = await store.ingest("s", events("c", "d", "e", "f", start=T0 + 5),
+        result, _ = await click_path(store, "s", events("c", "d", "e", "f", start=T0 + 5),
                                        user_id=None, model_key=FIELD, want_all=False)
         assert result.total == 6
         # 4 clicks missed but only 3 held: rebuild from the held clicks.
@@ -210,7 +240,7 @@ def test_click_list_is_bounded_and_a_far_behind_cache_is_rebuilt(settings: Setti
 
 def test_fold_into_user_is_exactly_once_under_races(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a", "b"), user_id="u", model_key=FIELD,
+        await click_path(store, "s", events("a", "b"), user_id="u", model_key=FIELD,
                            want_all=False)
         folds = await asyncio.gather(*(store.fold_into_user("u", "s", 1, ["a", "b"], T0)
                                        for _ in range(10)))
@@ -233,7 +263,7 @@ def test_fold_into_user_is_exactly_once_under_races(settings: Settings) -> None:
 def test_user_history_is_bounded(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
         for index in range(4):
-            await store.fold_into_user("u", f"s{index}", 1, [f"i{index}"], T0 + index)
+            await fold(store, "u", f"s{index}", 1, [f"i{index}"], T0 + index)
         total, history = await store.user_history("u")
         assert total == 4 and history == [["i2"], ["i3"]]
         view = await store.read_user("u", FIELD)
@@ -244,7 +274,7 @@ def test_user_history_is_bounded(settings: Settings) -> None:
 
 def test_erased_user_is_not_recreated_by_a_late_write(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a"), user_id="u", model_key=FIELD, want_all=False)
+        await click_path(store, "s", events("a"), user_id="u", model_key=FIELD, want_all=False)
         await store.fold_into_user("u", "s", 1, ["a"], T0)
         assert await store.delete_user("u") == 1
         assert await store.save_states(user=("u", FIELD, b"late", 1)) == [False]
@@ -256,13 +286,16 @@ def test_erased_user_is_not_recreated_by_a_late_write(settings: Settings) -> Non
 
 def test_scripts_reload_after_the_server_forgets_them(settings: Settings) -> None:
     async def body(store: StateStore) -> None:
-        await store.ingest("s", events("a"), user_id="u", model_key=FIELD, want_all=False)
+        await click_path(store, "s", events("a"), user_id="u", model_key=FIELD,
+                         want_all=False)
         db = raw_client(settings)
         db.script_flush()
         db.close()
-        result, user = await store.ingest("s", events("b", start=T0 + 1), user_id="u",
-                                          model_key=FIELD, want_all=False)
-        assert result.total == 2 and user is not None  # both pipelined scripts ran once
+        # a pipelined round trip of two scripts the server no longer knows: each runs once
+        replies = await store.run([
+            store.ingest_call("s", events("b", start=T0 + 1), "u", FIELD, False),
+            store.ingest_call("t", events("c", start=T0 + 1), None, FIELD, False)])
+        assert [ingest_result(reply).total for reply in replies] == [2, 1]
         record = await store.get_session("s")
         assert record is not None and [c.item_id for c in record.clicks] == ["a", "b"]
 

@@ -49,12 +49,8 @@ from loadtest.stats import latency_summary
 from training.evaluation.statistics import compare_pair, per_case
 
 KS = tuple(range(1, 21))
-
-
 #: batchings of the models that learn from user ids (skipped on user-less data)
 USER_BATCHINGS = ("user-parallel", "user-sequence")
-
-
 RESULT = "result.json"
 
 

@@ -46,8 +46,6 @@ PROTOCOL_FILTER_DEFAULTS: dict[str, tuple[int, int, int, bool]] = {
     "given": (1, 1, 1, False),
     "user-ratio": (5, 2, 1, True),
 }
-
-
 #: format -> default ``--test-days`` for the time protocol (GRU4Rec: last day of
 #: YOOCHOOSE; NARM/SR-GNN: last week of DIGINETICA)
 TEST_DAYS_BY_FORMAT = {"yoochoose": 1.0, "session-rec": 1.0, "diginetica": 7.0}

@@ -22,8 +22,6 @@ import polars as pl
 
 #: the id columns ``encode_events`` turns into integer codes
 ID_COLUMNS = ("user_id", "session_id", "item_id")
-
-
 #: columns the pipeline reads; ``event_type`` (and any other reader column) is dropped
 #: before the heavy steps so it is not carried through every sort and filter
 _PIPELINE_COLUMNS = ("user_id", "session_id", "item_id", "timestamp", "_order", "target")

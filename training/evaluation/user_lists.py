@@ -37,8 +37,6 @@ from training.evaluation.replay import replay_history
 
 #: protocols evaluated with one top-K list per user (``evaluate_user_lists``)
 USER_LIST_PROTOCOLS = ("user-ratio",)
-
-
 #: at most this many users are scored side by side in the user-list mode (RUM-I's
 #: full-catalogue read holds a [B, N, K] tensor)
 _USER_LIST_BATCH = 64

@@ -27,8 +27,6 @@ from models.base import SessionModel, StateSpec
 #: ``Split(num_outputs=...)``, an opset-18 attribute, and the graph fails validation);
 #: ONNX Runtime >= 1.14 runs it.
 OPSET = 18
-
-
 #: Which ``torch.onnx.export`` path builds the graphs. Pinned to the TorchScript exporter
 #: (``dynamo=False``): the dynamo exporter of torch 2.13 / onnxscript 0.7 writes ``nn.GRU``
 #: with ``linear_before_reset=0`` while PyTorch computes the ``=1`` form, a silent numeric
@@ -36,8 +34,6 @@ OPSET = 18
 #: it right and exports our small per-click graphs ~10x faster (0.15 s vs 1.5 s a graph).
 #: ``"dynamo"`` stays selectable (``--exporter``); the parity gate judges either way.
 EXPORTER = "torchscript"
-
-
 _BATCH_AXIS = "batch"
 
 

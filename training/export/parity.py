@@ -19,14 +19,8 @@ from models.base import SessionModel
 from training.export.graphs import ExportError, example_state
 
 PARITY_TOLERANCE = 1e-4
-
-
 PARITY_STEPS = 5
-
-
-PARITY_BATCH_SIZES = (1, 3)
-
-
+PARITY_BATCH_SIZES = (1, 7, 64)
 #: Top-k width compared in the parity check (clamped to n_items).
 PARITY_TOP_K = 200
 
