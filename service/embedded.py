@@ -178,6 +178,20 @@ def read_status(data_dir: Path) -> SupervisorStatus | None:
         return None
 
 
+def running_url(data_dir: Path, host: str = "127.0.0.1") -> str | None:
+    """The URL (password included) of the embedded Redis a running ``nextclick serve``
+    keeps under ``data_dir`` (its ``redis`` folder), for tools that read the service's
+    data (``nextclick events export``); None when none is running there."""
+    status = read_status(data_dir)
+    if status is None or not status.running or status.port is None:
+        return None
+    password_file = data_dir / "password"
+    password = password_file.read_text(encoding="utf-8").strip() \
+        if password_file.exists() else ""
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{host}:{status.port}/0"
+
+
 class EmbeddedRedis:
     """Start with ``start()`` (or as a context manager), read ``url``, ``stop()`` at the end."""
 
