@@ -7,6 +7,7 @@ from bundle.files import (
     read_popular,
     sha256_file,
     verify_files,
+    versions_newest_first,
     write_items,
     write_popular,
 )
@@ -30,5 +31,5 @@ __all__ = [
     "DTYPE_SIZES", "FORMAT_VERSION", "GRAPH_ROLES", "ITEMS_FILE", "MANIFEST_FILE",
     "POPULAR_FILE", "SUPPORTED_FORMAT_VERSIONS", "VERSION_PATTERN", "BundleError",
     "GraphSpec", "Manifest", "StateSpec", "next_name", "read_items", "read_popular",
-    "sha256_file", "verify_files", "write_items", "write_popular",
+    "sha256_file", "verify_files", "versions_newest_first", "write_items", "write_popular",
 ]
