@@ -25,14 +25,16 @@ RUN_STAMP := $(VENV)/.installed-run   # [cpu,train]: enough for `make run`
 # What `make run` needs: a full install serves too (the trainer image touches only .installed).
 STAMP_RUN = $(if $(wildcard $(STAMP)),$(STAMP),$(RUN_STAMP))
 
-.PHONY: run test lint bench results artifacts install clean help
+.PHONY: run test lint bench results artifacts install clean help events retrain
 
 help:
 	@echo "make run    - install, make the synthetic dataset, train + export $(MODEL) (and $(COMPARE)), serve on $(HOST):$(PORT)"
 	@echo "make test   - install [train,dev] (and Chromium) and run the whole test suite"
 	@echo "make lint   - ruff + mypy (strict on service/)"
 	@echo "make bench  - engine and HTTP click-path latency (40k-item model)"
-	@echo "make results - regenerate the README results block from reports/*/results.json"
+	@echo "make results - regenerate the results block of docs/results.md from reports/*/results.json"
+	@echo "make events  - export the running service's event log to $(EVENTS)"
+	@echo "make retrain - retrain $(MODEL) on $(EVENTS), install it if it is as good, reload"
 
 # torch first and pinned: it is on disk as a CPU build; an unpinned torch pulls CUDA wheels.
 # `make run` needs the trainer ([train]); tests and lint add [dev] on top. --no-compile:
@@ -110,6 +112,17 @@ bench: $(STAMP)
 
 results: $(STAMP)
 	$(NEXTCLICK) readme-results
+
+# The closed loop (docs/loop.md): export what the running service logged, retrain on it,
+# install the candidate only if it is at least as good as the served version, reload.
+EVENTS ?= data/events
+URL ?= http://$(HOST):$(PORT)
+events: $(STAMP)
+	$(NEXTCLICK) events export --out $(EVENTS)
+
+retrain: $(STAMP)
+	$(NEXTCLICK) retrain --events $(EVENTS) --model $(MODEL) --artifacts $(ARTIFACTS) \
+		$(if $(BASE),--base $(BASE)) --reload $(URL) $(if $(ADMIN_KEY),--admin-key $(ADMIN_KEY))
 
 clean:
 	rm -rf data runs $(ARTIFACTS) var reports/*/runs  # reports/*/results.json etc. are checked in

@@ -9,6 +9,7 @@ from bundle.files import (
     read_popular,
     sha256_file,
     verify_files,
+    versions_newest_first,
     write_items,
     write_popular,
 )
@@ -33,5 +34,5 @@ __all__ = [
     "MANIFEST_FILE", "POPULAR_FILE", "SUPPORTED_FORMAT_VERSIONS", "VERSION_PATTERN",
     "BundleError", "CatalogEntry", "GraphSpec", "Manifest", "StateSpec", "next_name",
     "read_catalog", "read_items", "read_popular", "sha256_file", "verify_files",
-    "write_catalog", "write_items", "write_popular",
+    "versions_newest_first", "write_catalog", "write_items", "write_popular",
 ]

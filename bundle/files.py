@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bundle.manifest import BundleError
+from bundle.manifest import MANIFEST_FILE, BundleError
 
 
 def sha256_file(path: Path) -> str:
@@ -67,3 +68,26 @@ def read_popular(path: Path) -> list[tuple[str, float]]:
         return [(str(raw), float(count)) for raw, count in rows]
     except (OSError, ValueError, TypeError) as exc:
         raise BundleError(f"{path}: expected a JSON list of [item_id, count]: {exc}") from exc
+
+
+def versions_newest_first(model_dir: Path) -> list[Path]:
+    """The version folders of one model (those with a manifest; hidden ones are bundles
+    being written), newest first: by the manifest's ``created`` time, then by name. The
+    engine serves the first that loads; a retrained version is "newest" whatever its name."""
+    folders = [p for p in Path(model_dir).iterdir()
+               if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).is_file()]
+
+    def created(folder: Path) -> str:
+        manifest = folder / MANIFEST_FILE
+        try:
+            value = json.loads(manifest.read_text(encoding="utf-8"))
+            if isinstance(value, dict) and value.get("created"):
+                return str(datetime.fromisoformat(str(value["created"])).astimezone(UTC)
+                           .isoformat(timespec="seconds"))
+        except (OSError, ValueError):
+            pass
+        # unreadable (loading it will say why) or undated: when the manifest was written
+        return datetime.fromtimestamp(manifest.stat().st_mtime, UTC).isoformat(
+            timespec="seconds")
+
+    return sorted(folders, key=lambda folder: (created(folder), folder.name), reverse=True)

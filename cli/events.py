@@ -13,6 +13,7 @@ from typing import Any
 from cli.helptext import HelpFormatter, describe
 
 EPILOG = """examples:
+  nextclick events export --out data/events            # the service `make run` started
   nextclick events export --out data/events --redis-url redis://127.0.0.1:6379/0
   nextclick events export --out data/events --since 2026-11-30T00:00:00
   nextclick prepare --format events --input data/events --protocol time --out data/live
@@ -33,7 +34,10 @@ def register(subparsers: Any, help_text: str) -> None:
     export.add_argument("--since", default=None, metavar="TIME",
                         help="skip events logged before this time (ISO 8601 or seconds)")
     export.add_argument("--redis-url", default=None, metavar="URL",
-                        help="the service's Redis (default $NEXTCLICK_REDIS_URL)")
+                        help="the service's Redis (default $NEXTCLICK_REDIS_URL, else the "
+                             "embedded Redis of a `nextclick serve` running on --data-dir)")
+    export.add_argument("--data-dir", type=Path, default=Path("var"), metavar="DIR",
+                        help="the data folder of a running `nextclick serve` (default var)")
     export.set_defaults(func=run_export)
 
 
@@ -55,14 +59,16 @@ def _since(text: str | None) -> float | None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from service.embedded import running_url
     from service.event_log import export_events
     from service.settings import Settings
     from service.store import connect
 
-    url = args.redis_url or os.environ.get("NEXTCLICK_REDIS_URL")
+    url = (args.redis_url or os.environ.get("NEXTCLICK_REDIS_URL")
+           or running_url(args.data_dir / "redis"))
     if not url:
-        raise ValueError("--redis-url is needed (or NEXTCLICK_REDIS_URL): the service's "
-                         "Redis, which holds the log")
+        raise ValueError(f"no running service found on {args.data_dir} (its embedded Redis "
+                         "holds the log): start `nextclick serve`, or give --redis-url")
     since = _since(args.since)
 
     async def export() -> Any:

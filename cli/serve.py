@@ -13,7 +13,11 @@ from cli.helptext import HelpFormatter, describe
 
 EPILOG = """examples:
   nextclick serve                # artifacts/ on http://127.0.0.1:8000 (demo page at /)
-  nextclick serve --workers 2 --redis-url redis://localhost:6379/0"""
+  nextclick serve --workers 2 --redis-url redis://localhost:6379/0
+  NEXTCLICK_API_KEYS=... NEXTCLICK_ADMIN_API_KEYS=... nextclick serve --host 0.0.0.0
+
+A non-loopback --host needs client keys (NEXTCLICK_API_KEYS) or --insecure
+(docs/security.md)."""
 
 
 def register(subparsers: Any, help_text: str) -> None:
@@ -40,6 +44,10 @@ def register(subparsers: Any, help_text: str) -> None:
     parser.add_argument("--log-level", default="info", metavar="LEVEL",
                         choices=["critical", "error", "warning", "info", "debug"],
                         help="critical, error, warning, info or debug (default info)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve a non-loopback --host without API keys (a demo on a "
+                             "network only you reach; the same as "
+                             "NEXTCLICK_ALLOW_INSECURE=true)")
     parser.add_argument("--access-log", action="store_true",
                         help="log every request (off by default; /metrics counts requests)")
     parser.set_defaults(func=run)
@@ -55,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         key: value for key, value in (
             ("artifacts_dir", args.artifacts), ("host", args.host), ("port", args.port),
             ("workers", args.workers), ("redis_url", args.redis_url),
-            ("data_dir", args.data_dir), ("default_model", args.model)) if value is not None}
+            ("data_dir", args.data_dir), ("default_model", args.model),
+            ("allow_insecure", True if args.insecure else None)) if value is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -12,7 +12,14 @@ COPY training ./training
 COPY service ./service
 RUN pip install --upgrade pip && pip install '.[gpu]' && pip uninstall -y onnxruntime \
     && pip install --force-reinstall --no-deps 'onnxruntime-gpu>=1.18'
+# Threads, explicitly (as the CPU image): the GPU runs the graphs; CPU threads only feed it.
 ENV NEXTCLICK_ARTIFACTS_DIR=/artifacts \
-    NEXTCLICK_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
+    NEXTCLICK_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]' \
+    OMP_NUM_THREADS=1 \
+    NEXTCLICK_INTRA_OP_THREADS=1 \
+    NEXTCLICK_INFERENCE_THREADS=4
 EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"
+# On 0.0.0.0 it needs NEXTCLICK_API_KEYS, or NEXTCLICK_ALLOW_INSECURE=true for a demo.
 CMD ["nextclick", "serve", "--artifacts", "/artifacts", "--host", "0.0.0.0", "--port", "8000"]

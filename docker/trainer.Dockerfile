@@ -8,9 +8,10 @@ COPY pyproject.toml README.md Makefile ./
 COPY models ./models
 COPY training ./training
 COPY service ./service
-# torch pinned and installed first (TORCH_PIP_ARGS can point pip at a CPU-only index).
-ARG TORCH_PIP_ARGS=""
+# torch first, pinned, from the CPU-only index: the default index's Linux wheel pulls
+# gigabytes of CUDA libraries this image never uses. The project then finds it installed.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip \
-    && /opt/venv/bin/pip install $TORCH_PIP_ARGS torch==2.13.0 \
+    && /opt/venv/bin/pip install torch==2.13.0 --index-url "$TORCH_INDEX_URL" \
     && /opt/venv/bin/pip install -e '.[train]' && touch /opt/venv/.installed
 CMD ["make", "artifacts", "VENV=/opt/venv", "ARTIFACTS=/artifacts"]

@@ -25,11 +25,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import pages
 from service.embedded import EmbeddedRedis
 from service.errors import error_body, install_error_handlers
+from service.health import embedded_metrics
 from service.metrics import Metrics, MetricsMiddleware
-from service.routes import api, public
+from service.routes import admin, api, public
+from service.security import HostAllowList, allowed_hosts, check_exposure
 from service.sessions import SessionService
 from service.settings import Settings
 from service.store import StateStore
+from service.throttle import InFlightLimit, RateLimiter, RateLimitMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,9 @@ async def _sweep_forever(service: SessionService, interval: float) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` defaults to ``Settings()`` (the environment)."""
     settings = settings if settings is not None else Settings()
+    check_exposure(settings)
     metrics = Metrics()
+    limiter = RateLimiter(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,8 +131,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = settings.redis_url
         if url is None:
             embedded = EmbeddedRedis(settings.data_dir / "redis",
-                                     appendfsync=settings.redis_appendfsync)
+                                     appendfsync=settings.redis_appendfsync,
+                                     require_password=True,
+                                     maxmemory=settings.redis_maxmemory, supervise=True)
             url = await asyncio.to_thread(embedded.start)
+            app.state.embedded_redis_dir = embedded.data_dir
         try:
             try:
                 engine = await asyncio.to_thread(
@@ -137,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise RuntimeError(f"cannot load models: {exc}. Train and export one first "
                                    f"(`make run`, or `nextclick export`)") from None
             store = StateStore.from_url(url, settings)
+            await limiter.start(url)
             executor = ThreadPoolExecutor(settings.inference_threads,
                                           thread_name_prefix="nextclick-infer")
             service = app.state.service = SessionService(store, engine, settings, executor,
@@ -153,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await sweeper
                 await service.drain()
                 executor.shutdown(wait=True, cancel_futures=True)
+                await limiter.close()
                 await store.close()
         finally:
             if embedded is not None:
@@ -165,13 +175,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "top-K next items; sessions and user state live in Redis.")
     app.state.settings = settings
     app.state.metrics = metrics
+    # Set when the Redis is the embedded one that `nextclick serve` (or the lifespan)
+    # supervises: /healthz and /metrics read its supervisor's status file.
+    app.state.embedded_redis_dir = (settings.data_dir / "redis" if settings.embedded_redis
+                                    else None)
+    metrics.add_collector(lambda: embedded_metrics(app.state.embedded_redis_dir))
     install_error_handlers(app)
     app.include_router(public)
     app.include_router(api)
+    app.include_router(admin)
     app.include_router(pages.router)  # demo page, /catalog, offline /docs and /redoc
 
-    # Outermost first: metrics time everything, including refused bodies.
+    # Added innermost first. From the outside in: metrics time and count everything,
+    # including refusals; a wrong Host is refused before it costs anything; the in-flight
+    # bound also covers the rate limiter's Redis call; bodies are read last.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=metrics)
+    app.add_middleware(HostAllowList, hosts=allowed_hosts(settings))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

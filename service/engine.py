@@ -37,6 +37,7 @@ from bundle import (
     read_items,
     read_popular,
     verify_files,
+    versions_newest_first,
 )
 
 logger = logging.getLogger(__name__)
@@ -382,8 +383,8 @@ class Engine:
         return self._snapshot[2]
 
     def _load_all(self) -> tuple[dict[str, ModelBundle], str, list[str]]:
-        """Load a fresh set. Per model, versions are tried newest first (lexicographic max
-        of version folders holding a manifest.json); a broken one is logged, recorded in
+        """Load a fresh set. Per model, versions are tried newest first (by the manifest's
+        creation time, ``bundle.versions_newest_first``); a broken one is logged, recorded in
         ``errors`` and skipped, so one bad deploy falls back to the previous version and
         does not take the other models down. Raises BundleError when nothing loads."""
         root = self.artifacts_dir
@@ -394,10 +395,7 @@ class Engine:
         errors: list[str] = []
         for model_dir in sorted(p for p in root.iterdir()
                                 if p.is_dir() and not p.name.startswith(".")):
-            versions = sorted((p for p in model_dir.iterdir() if p.is_dir()
-                               and not p.name.startswith(".") and (p / "manifest.json").is_file()),
-                              key=lambda p: p.name, reverse=True)
-            for version_dir in versions:
+            for version_dir in versions_newest_first(model_dir):
                 try:
                     bundle = ModelBundle(version_dir, self._requested_providers,
                                          self._intra_op_threads)

@@ -8,6 +8,7 @@ import bisect
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +23,10 @@ COUNTERS = {
     "nextclick_session_rollovers_total": "Sessions closed because of the idle timeout.",
     "nextclick_sessions_swept_total": "Idle sessions closed and folded by the sweeper.",
     "nextclick_redis_unavailable_total": "Requests answered 503 because Redis was down.",
+    "nextclick_rate_limited_total": "Requests refused with 429 by the rate limit.",
+    "nextclick_rate_limit_errors_total": "Requests let through because the rate limiter's "
+                                         "Redis failed (fail open).",
+    "nextclick_requests_shed_total": "Requests refused with 503 beyond max_in_flight.",
 }
 
 #: Counters with labels: name -> help text.
@@ -30,7 +35,12 @@ LABELLED_COUNTERS = {
     "nextclick_attributed_clicks_total": "Clicks naming the recommendation_id of a list, by "
     "the list's model version and the clicked item's position in it (0: not in the list; "
     "unknown: the list is no longer remembered).",
+    "nextclick_redis_refusals_total": "Requests answered 503 because Redis was unreachable "
+    "or refused, by reason (connection, timeout, oom, readonly, busy, ...).",
 }
+
+#: A callable returning extra exposition lines (e.g. state read from another process).
+Collector = Callable[[], list[str]]
 
 
 def _escape(value: str) -> str:
@@ -48,7 +58,11 @@ class Metrics:
         self._requests: dict[tuple[str, str, str], int] = defaultdict(int)
         # (method, route) -> [bucket counts..., +Inf count], sum
         self._histograms: dict[tuple[str, str], list[float]] = {}
+        self._collectors: list[Collector] = []
         self.started = time.time()
+
+    def add_collector(self, collector: Collector) -> None:
+        self._collectors.append(collector)
 
     def inc(self, name: str, value: float = 1.0) -> None:
         with self._lock:
@@ -111,6 +125,8 @@ class Metrics:
                              f"{cumulative:g}")
         for name, (help_text, gauge) in (gauges or {}).items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {gauge:g}"]
+        for collector in self._collectors:
+            lines += collector()
         return "\n".join(lines) + "\n"
 
 

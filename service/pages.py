@@ -2,7 +2,7 @@
 catalogue behind it (``GET /catalog``), and the API docs (``/docs``, ``/redoc``) with the
 Swagger UI and ReDoc assets served from the ``fastapi-offline`` package instead of a CDN,
 so every page works on a machine without internet access. ``create_app`` includes
-``router``; the catalogue needs the same API key as the API routes.
+``router``; the catalogue needs the same client key as the API routes.
 
 The catalogue of a model is its bundle's optional ``catalog.json`` (``bundle.catalog``):
 titles and categories per item id. A bundle without one still answers, with the item ids
@@ -39,7 +39,8 @@ from bundle import (
     read_popular,
 )
 from service.errors import ApiError, invalid
-from service.routes import require_api_key
+from service.routes import reject_repeated_query
+from service.security import require_client
 from service.sessions import SessionService
 
 #: the demo page's own files (service/static/)
@@ -196,7 +197,7 @@ async def _catalog_of(service: SessionService, model: str | None) -> tuple[_Cata
 
 
 @router.get("/catalog", response_model=CatalogOut, tags=["catalogue"],
-            dependencies=[Depends(require_api_key)],
+            dependencies=[Depends(require_client), Depends(reject_repeated_query)],
             summary="Items of a model with their titles: search, look up, or most popular")
 async def catalog(
         request: Request,

@@ -4,20 +4,19 @@ response. All state lives in Redis, all inference in the engine."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import APIKeyHeader
 from pydantic import TypeAdapter, ValidationError
 
 from service.errors import ApiError, invalid
 from service.experiments import summarize_online
+from service.health import embedded_status, redis_refuses_writes
 from service.schemas import (
     ClickOut,
     ErrorOut,
@@ -31,6 +30,7 @@ from service.schemas import (
     SessionClosed,
     SessionOut,
 )
+from service.security import require_admin, require_client, require_json_body
 from service.sessions import Outcome, SessionService
 from service.settings import Settings
 from service.store import EventRecord
@@ -42,11 +42,12 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]+")
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text} for status, text in (
         (400, "malformed JSON"), (401, "missing or invalid X-API-Key"),
+        (403, "the key lacks the role, or a cross-site request"),
         (404, "unknown session or model"), (409, "conflict"), (413, "body too large"),
         (415, "body not sent as application/json"), (422, "invalid input"),
-        (503, "Redis unavailable (see Retry-After)"))}
-
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+        (429, "rate limited (see Retry-After)"),
+        (503, "Redis unavailable or refusing, or the server at its request limit (see "
+              "Retry-After)"))}
 
 
 def _settings(request: Request) -> Settings:
@@ -57,19 +58,6 @@ def _settings(request: Request) -> Settings:
 def _service(request: Request) -> SessionService:
     service: SessionService = request.app.state.service
     return service
-
-
-async def require_api_key(request: Request,
-                          api_key: Annotated[str | None, Security(api_key_header)] = None
-                          ) -> None:
-    """When ``api_keys`` is configured, every protected route needs one of them."""
-    keys = _settings(request).api_keys
-    if not keys:
-        return
-    if api_key is None or not any(hmac.compare_digest(api_key.encode(), key.encode())
-                                  for key in keys):
-        raise ApiError(401, "unauthorized", "missing or invalid X-API-Key header",
-                       headers={"WWW-Authenticate": "APIKey"})
 
 
 #: Query parameters that may be repeated (``exclude=a&exclude=b``); any other one given
@@ -87,8 +75,11 @@ async def reject_repeated_query(request: Request) -> None:
 
 
 public = APIRouter()
-api = APIRouter(dependencies=[Depends(require_api_key), Depends(reject_repeated_query)],
-                responses=ERRORS)
+# Client routes and admin routes (service/security.py says who may call which).
+api = APIRouter(dependencies=[Depends(require_client), Depends(require_json_body),
+                              Depends(reject_repeated_query)], responses=ERRORS)
+admin = APIRouter(dependencies=[Depends(require_admin), Depends(require_json_body),
+                                Depends(reject_repeated_query)], responses=ERRORS)
 
 
 # ---- validation helpers ---------------------------------------------------------------
@@ -289,7 +280,7 @@ async def get_session(request: Request, session_id: str) -> SessionOut:
                               for c in record.clicks])
 
 
-@api.delete("/users/{user_id}", status_code=204, tags=["users"],
+@admin.delete("/users/{user_id}", status_code=204, tags=["users"],
             summary="Erase a user's state, history and known sessions")
 async def delete_user(request: Request, user_id: str) -> Response:
     check_id(_settings(request), user_id, "path.user_id")
@@ -305,7 +296,7 @@ async def list_models(request: Request) -> ModelsOut:
                      skipped=len(engine.errors))
 
 
-@api.post("/admin/reload", response_model=ReloadOut, tags=["models"],
+@admin.post("/admin/reload", response_model=ReloadOut, tags=["models"],
           summary="Load the newest bundles; on failure the current ones keep serving")
 async def reload_models(request: Request) -> ReloadOut:
     from bundle import BundleError
@@ -320,7 +311,7 @@ async def reload_models(request: Request) -> ReloadOut:
     return ReloadOut(loaded=loaded, default=engine.default)
 
 
-@api.get("/admin/experiments", tags=["models"],
+@admin.get("/admin/experiments", tags=["models"],
          summary="Online hit rate and MRR per model version, from the attributed clicks")
 async def experiments(request: Request) -> dict[str, Any]:
     """Per model version, over every process and replica (counters kept in Redis): the lists
@@ -347,21 +338,26 @@ async def metrics(request: Request) -> Response:
 
 
 @public.get("/healthz", response_model=HealthOut, tags=["operations"],
-            summary="The process is alive")
-async def healthz() -> HealthOut:
+            responses={503: {"model": ErrorOut}},
+            summary="The process is alive (and its embedded Redis, when it has one)")
+async def healthz(request: Request) -> HealthOut:
+    redis_dir = request.app.state.embedded_redis_dir
+    status = embedded_status(redis_dir)
+    if redis_dir is not None and (status is None or not status.running):
+        raise ApiError(503, "embedded_redis_down", "the embedded Redis is down; its "
+                       "supervisor is restarting it", {"restarts": status.restarts
+                                                       if status else 0},
+                       headers={"Retry-After": "1"})
     return HealthOut(status="ok")
 
 
 @public.get("/readyz", response_model=ReadyOut, tags=["operations"],
             responses={503: {"model": ErrorOut}},
-            summary="Redis answers and at least one model is loaded")
+            summary="Redis accepts writes and at least one model is loaded")
 async def readyz(request: Request) -> ReadyOut:
     service = _service(request)
-    try:
-        redis_ok = await asyncio.wait_for(service.store.ping(), timeout=1.0)
-    except Exception as exc:  # any failure means "not ready", never a 500
-        log.info("readiness: redis ping failed: %s", exc)
-        redis_ok = False
+    # A write, not a PING: a full or read-only Redis still answers PING (service/health.py).
+    redis_ok = await redis_refuses_writes(service.store.client) is None
     n_models = len(service.engine.models)
     if not redis_ok or n_models == 0:
         raise ApiError(503, "not_ready", "not ready", {"redis": redis_ok, "models": n_models},

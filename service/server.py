@@ -4,13 +4,21 @@ embedded Redis started first when no Redis URL is configured.
 The embedded ``redis-server`` is started here, once, before uvicorn, and stopped after
 uvicorn returns: uvicorn turns SIGINT/SIGTERM into a graceful shutdown and then re-raises
 the signal, which our SIGTERM handler (also covering the start-up window) turns into
-KeyboardInterrupt so the ``finally`` below always runs. Workers (``workers > 1``) are
-fresh processes that receive its URL through ``NEXTCLICK_REDIS_URL``.
+KeyboardInterrupt so the ``finally`` below always runs. It is supervised from this
+process (restarted when it dies), password-protected and bounded by ``maxmemory``
+(service/embedded.py). Workers (``workers > 1``) are fresh processes that build their
+settings from the environment: every setting of this process, the Redis URL with its
+password included, is exported to them as ``NEXTCLICK_*``.
+
+The HTTP protocol is uvicorn's httptools one with a bound on the request head and on the
+time to receive a request (service/protocol.py).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -32,6 +40,22 @@ def check_artifacts(artifacts: Path) -> None:
     if not any(artifacts.glob("*/*/manifest.json")):
         raise FileNotFoundError(f"{artifacts}: no exported model (no <model>/<version>/"
                                 f"manifest.json); {hint}")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``NEXTCLICK_*`` variables from which a worker process rebuilds ``settings``."""
+    env = {}
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+        if isinstance(value, (list, dict)):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[f"NEXTCLICK_{name.upper()}"] = text
+    for name in ("artifacts_dir", "data_dir"):  # workers may resolve paths elsewhere
+        env[f"NEXTCLICK_{name.upper()}"] = str(Path(getattr(settings, name)).resolve())
+    return env
 
 
 def check_onnx_runtime() -> None:
@@ -58,7 +82,10 @@ def serve(settings: Settings, *, log_level: str = "info", access_log: bool = Fal
     import uvicorn
 
     from service.embedded import EmbeddedRedis, EmbeddedRedisError
+    from service.protocol import BoundedHttpToolsProtocol
+    from service.security import check_exposure
 
+    check_exposure(settings)  # before anything starts: a refusal leaves nothing behind
     check_artifacts(settings.artifacts_dir)
     check_onnx_runtime()
     embedded: EmbeddedRedis | None = None
@@ -71,28 +98,27 @@ def serve(settings: Settings, *, log_level: str = "info", access_log: bool = Fal
         signal.signal(signal.SIGTERM, _terminate)
         if settings.redis_url is None:
             embedded = EmbeddedRedis(settings.data_dir / "redis",
-                                     appendfsync=settings.redis_appendfsync)
+                                     appendfsync=settings.redis_appendfsync,
+                                     require_password=True,
+                                     maxmemory=settings.redis_maxmemory, supervise=True)
             try:
                 url = embedded.start()
             except EmbeddedRedisError as exc:
                 raise ValueError(str(exc)) from None
-            settings = settings.model_copy(update={"redis_url": url})
-            log.info("embedded Redis at %s (data in %s)", url, embedded.data_dir)
-        extra: dict[str, Any] = {}
+            settings = settings.model_copy(update={"redis_url": url, "embedded_redis": True})
+            log.info("embedded Redis at %s (data in %s)", embedded.display_url,
+                     embedded.data_dir)
+        # A partial of a module-level class: it pickles into --workers processes.
+        protocol: Any = functools.partial(
+            BoundedHttpToolsProtocol, max_head_bytes=settings.max_header_bytes,
+            read_timeout=settings.request_read_timeout)
+        extra: dict[str, Any] = {"http": protocol}
         if importlib.util.find_spec("uvloop") is not None:
             extra["loop"] = "uvloop"
-        if importlib.util.find_spec("httptools") is not None:
-            extra["http"] = "httptools"
         # uvicorn swaps in its own SIGINT/SIGTERM handlers for a graceful shutdown, then
         # restores ours and re-raises the signal: it arrives below as KeyboardInterrupt.
         if settings.workers > 1:
-            # Workers are fresh processes that build their settings from the environment.
-            env = {"NEXTCLICK_REDIS_URL": settings.redis_url or "",
-                   "NEXTCLICK_ARTIFACTS_DIR": str(settings.artifacts_dir.resolve()),
-                   "NEXTCLICK_DATA_DIR": str(settings.data_dir.resolve())}
-            if settings.default_model:
-                env["NEXTCLICK_DEFAULT_MODEL"] = settings.default_model
-            os.environ.update(env)
+            os.environ.update(settings_env(settings))
             uvicorn.run("service.app:app_factory", factory=True, host=settings.host,
                         port=settings.port, workers=settings.workers,
                         log_level=log_level, proxy_headers=True,

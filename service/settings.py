@@ -107,7 +107,37 @@ class Settings(BaseSettings):
     max_events_per_request: int = Field(default=10, ge=1, le=1000)
     max_body_bytes: int = Field(default=64 * 1024, ge=256)
     id_max_length: int = Field(default=128, ge=1, le=1024)
-    api_keys: Annotated[list[str] | None, NoDecode] = None
+    max_in_flight: int = Field(
+        default=256, ge=1, le=100_000,
+        description="requests one worker process handles at once; beyond it 503 + "
+        "Retry-After (the default matches redis_max_connections: past it requests would "
+        "only queue for a Redis connection)")
+    rate_limit: str | None = Field(
+        default=None,
+        description="per API key (per client address when keys are off) across every "
+        "process sharing the Redis, in the `limits` notation: '100/second', '6000/minute'; "
+        "None: off")
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, le=1024 * 1024,
+        description="largest request head (request line + headers); larger gets 431")
+    request_read_timeout: float = Field(
+        default=10.0, gt=0, le=600,
+        description="seconds a client has to send a whole request (head and body) once it "
+        "starts one, and to start its first; slower connections are closed")
+
+    # --- access -------------------------------------------------------------------------
+    api_keys: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="client keys (X-API-Key): events, recommendations, "
+        "sessions, models, metrics; None: client routes need no key")
+    admin_api_keys: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="admin keys: DELETE /users/{id} and /admin/*; also "
+        "accepted wherever a client key is")
+    allow_insecure: bool = Field(
+        default=False, description="serve on a non-loopback address without client keys "
+        "(a demo behind a firewall; never on a network others reach)")
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="Host header allow-list ('*' for any); None: the loopback "
+        "names when bound to loopback, any otherwise")
 
     # --- redis client ---------------------------------------------------------------
     redis_appendfsync: Literal["always", "everysec", "no"] = Field(
@@ -115,13 +145,21 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(default=2.0, gt=0)
     redis_health_check_interval: int = Field(default=15, ge=0)
     redis_max_connections: int = Field(default=256, ge=1)
+    redis_maxmemory: str = Field(
+        default="512mb", pattern=r"^[0-9]+(b|kb|mb|gb|k|m|g)?$",
+        description="maxmemory of the embedded redis-server (noeviction: past it writes "
+        "are refused with 503, nothing is silently evicted); '0' means no limit")
+    embedded_redis: bool = Field(
+        default=False, description="set by `nextclick serve` for its workers: redis_url is "
+        "the embedded server it supervises (health and restarts read from its status file)")
 
     # --- server -------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=256)
 
-    @field_validator("providers", "api_keys", mode="before")
+    @field_validator("providers", "api_keys", "admin_api_keys", "allowed_hosts",
+                     mode="before")
     @classmethod
     def _lists_from_env(cls, value: Any) -> Any:
         return _split_list(value)
@@ -135,10 +173,24 @@ class Settings(BaseSettings):
             TrafficSplit.parse(value)
         return value
 
-    @field_validator("redis_url", "default_model", "traffic_split", mode="before")
+    @field_validator("redis_url", "default_model", "traffic_split", "rate_limit",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate limit; write it like '100/second' "
+                                 f"or '6000/minute'") from None
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -148,6 +200,14 @@ class Settings(BaseSettings):
                 "still exists when its user returns and it can be folded into the user")
         if self.default_k > self.max_k:
             raise ValueError("default_k must not exceed max_k")
-        if self.api_keys is not None and not self.api_keys:
-            self.api_keys = None
+        # A key setting that is present but holds no key ("" or " , ") is a mistake (an
+        # unset variable in a template, a stray comma), never a way to turn auth off.
+        for name in ("api_keys", "admin_api_keys"):
+            keys = getattr(self, name)
+            if keys is not None and (not keys or any(not key.strip() for key in keys)):
+                raise ValueError(f"NEXTCLICK_{name.upper()} is set but holds no key; "
+                                 f"give at least one key, or unset it")
+        if self.allowed_hosts is not None and not self.allowed_hosts:
+            raise ValueError("NEXTCLICK_ALLOWED_HOSTS is set but empty; name the hosts "
+                             "clients use, or '*' for any")
         return self

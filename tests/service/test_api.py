@@ -302,7 +302,7 @@ def test_concurrent_clicks_on_one_session_all_land(settings: Settings,
     async def main() -> list[httpx.Response]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
                 return list(await asyncio.gather(*(
                     http.post("/sessions/busy/events", json={"item_id": item, "user_id": "u",
                                                              "event_id": f"e{item}"})

@@ -70,8 +70,10 @@ def test_embedded_redis_persists_and_replaces_an_orphan(tmp_path: Path) -> None:
     client.close()
     assert first.process is not None
     orphan = first.process
-    # Simulate a crash of the owner: the server keeps running, the pid file stays.
+    # Simulate a crash of the owner: the server keeps running, the pid file stays, and
+    # the folder's lock goes (the kernel drops a dead process's flock).
     first.process = None
+    first._release_folder()
     reaper = threading.Thread(target=orphan.wait, daemon=True)
     reaper.start()
 
