@@ -40,21 +40,18 @@ help:
 # `make run` needs the trainer ([train]); tests and lint add [dev] on top. --no-compile:
 # byte-compiling torch's files took 29-79 s of the install on a busy 2-core machine, against
 # 10-11 s without; Python compiles what it imports on first use instead (about 3 s).
-define install_extras
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-compile torch==2.13.0
-	$(PY) -m pip install -q --no-compile -e '.[$(1)]'
-endef
-RUN_EXTRAS := cpu,train
-TEST_EXTRAS := cpu,train,dev
-
-$(RUN_STAMP): pyproject.toml
-	$(call install_extras,$(RUN_EXTRAS))
+	$(PY) -m pip install -q --no-compile -e '.[cpu,train]'
 	touch $@
 
 $(STAMP): pyproject.toml
-	$(call install_extras,$(TEST_EXTRAS))
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --no-compile torch==2.13.0
+	$(PY) -m pip install -q --no-compile -e '.[cpu,train,dev]'
 	touch $@
 
 install: $(STAMP)
