@@ -155,7 +155,11 @@ class ModelBundle:
 
         self._items = read_items(self.path / ITEMS_FILE, self.n_items)  # [0] = padding
         self._index = {raw: index for index, raw in enumerate(self._items) if index > 0}
-        self._popular = read_popular(self.path / POPULAR_FILE)
+        popular = read_popular(self.path / POPULAR_FILE)
+        # Scored relative to the most clicked item (1.0), not raw counts: a list's scores
+        # then read on one scale whatever the catalogue's traffic.
+        top = max((count for _, count in popular), default=1.0) or 1.0
+        self._popular = [(raw, count / top) for raw, count in popular]
         self._session_bytes = sum(spec.nbytes for spec in self.session_spec)
         self._user_bytes = sum(spec.nbytes for spec in self.user_spec)
 
@@ -345,13 +349,22 @@ class ModelBundle:
                                  f"{spec.dtype}")
             rows = value.shape[0]
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "key": self.key,
-                "n_items": self.n_items, "created": self.manifest.extra.get("created"),
-                "state": {"session": [spec.to_json() for spec in self.session_spec],
-                          "user": [spec.to_json() for spec in self.user_spec]},
-                "graphs": sorted(self._graphs), "providers": list(self.providers),
-                "metrics": self.manifest.extra.get("metrics", {})}
+    def describe(self, details: bool = False) -> dict[str, Any]:
+        """What ``GET /models`` says: the essentials and the headline offline accuracy;
+        with ``details`` the state spec, the graphs and every metric the export recorded."""
+        metrics = self.manifest.extra.get("metrics", {})
+        headline = {name: metrics[name] for name in ("recall@20", "mrr@20", "n")
+                    if isinstance(metrics, dict) and name in metrics}
+        summary: dict[str, Any] = {
+            "name": self.name, "version": self.version, "key": self.key,
+            "n_items": self.n_items, "created": self.manifest.extra.get("created"),
+            "user_state": self.has_user_state, "providers": list(self.providers),
+            "accuracy": headline or None}
+        if details:
+            summary.update({"state": {"session": [spec.to_json() for spec in self.session_spec],
+                                      "user": [spec.to_json() for spec in self.user_spec]},
+                            "graphs": sorted(self._graphs), "metrics": metrics})
+        return summary
 
 
 class Engine:
@@ -439,7 +452,7 @@ class Engine:
             self._snapshot = snapshot
         return [bundle.key for bundle in snapshot[0].values()]
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self, details: bool = False) -> list[dict[str, Any]]:
         models, default, _ = self._snapshot
-        return [{**bundle.describe(), "default": name == default}
+        return [{**bundle.describe(details), "default": name == default}
                 for name, bundle in sorted(models.items())]

@@ -289,10 +289,13 @@ async def delete_user(request: Request, user_id: str) -> Response:
 
 
 # ---- models and operations ---------------------------------------------------------------
-@api.get("/models", response_model=ModelsOut, tags=["models"])
-async def list_models(request: Request) -> ModelsOut:
+@api.get("/models", response_model=ModelsOut, tags=["models"],
+         summary="The models being served: name, version, default, headline accuracy")
+async def list_models(request: Request, details: Annotated[bool, Query(
+        description="also each model's state tensors, graphs and every recorded metric")]
+        = False) -> ModelsOut:
     engine = _service(request).engine
-    return ModelsOut(default=engine.default, models=engine.describe(),
+    return ModelsOut(default=engine.default, models=engine.describe(details),
                      skipped=len(engine.errors))
 
 

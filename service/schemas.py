@@ -69,8 +69,10 @@ class RecommendationResponse(BaseModel):
     recommendation_id: str = Field(description="uuid4 hex of this list; send it back as "
                                    "the recommendation_id of an event clicked in it")
     source: str = Field(description="'session' (from the session's clicks), 'user' (a "
-                        "personalised start of session from the user's history) or "
-                        "'popular' (no usable session or user state)")
+                        "personalised start of session from the user's history), 'start' "
+                        "(the model's start-of-session list for a user it has no history "
+                        "of) or 'popular' (the most clicked training items; scores relative "
+                        "to the most clicked one, 1.0)")
     unknown_items: list[str] = Field(default_factory=list, description="item ids of this "
                                      "request's events that the model does not know (they "
                                      "are recorded, but do not move its state)")

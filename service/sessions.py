@@ -381,10 +381,40 @@ class SessionService:
                     job.result.duplicates, rank.recommendations, job.bundle.name,
                     job.bundle.version, "session")
                 self._queue_writes(job, rank, outcome)
-                self._count_attributions(job.result)
                 outcomes[index] = outcome
+        # Counting changes no answer: off the batch's critical path.
+        task = asyncio.get_running_loop().create_task(self._attribute(jobs))
+        self._write_tasks.add(task)
+        task.add_done_callback(self._write_tasks.discard)
         return [outcome if outcome is not None else RuntimeError("job not processed")
                 for outcome in outcomes]
+
+    async def _attribute(self, jobs: list[ClickJob]) -> None:
+        """Count each attributed click; a list the session did not know (one answered for
+        the user before the session's first click) is looked up on the user's slot."""
+        lookups = []
+        for job in jobs:
+            result = job.result
+            if result is None or result.status != "ok" or not result.attributions:
+                continue
+            named = [event for event in job.events if event.recommendation_id]
+            unknown = [(event.recommendation_id or "", event.item_id)
+                       for event, (_, position) in zip(named, result.attributions,
+                                                       strict=False) if position < 0]
+            if unknown and result.user_id is not None:
+                lookups.append((job, result.user_id, unknown))
+            self._count_attributions([pair for pair in result.attributions if pair[1] >= 0])
+        if not lookups:
+            return
+        found = await asyncio.gather(*(self.store.attribute_user_lists(user, job.session_id,
+                                                                        clicks)
+                                       for job, user, clicks in lookups),
+                                     return_exceptions=True)
+        for pairs in found:
+            if isinstance(pairs, BaseException):
+                log.warning("attributing clicks to a user's list failed: %s", pairs)
+                continue
+            self._count_attributions(pairs)
 
     @staticmethod
     def _refusal(job: ClickJob, result: IngestResult) -> BaseException:
@@ -494,8 +524,8 @@ class SessionService:
         return await self._in_thread(self._rank_isolated, bundle, blobs, unfolded, users, ks,
                                      excludes)
 
-    def _count_attributions(self, result: IngestResult) -> None:
-        for model_key, position in result.attributions:
+    def _count_attributions(self, attributions: list[tuple[str, int]]) -> None:
+        for model_key, position in attributions:
             self.metrics.inc_labelled("nextclick_attributed_clicks_total", {
                 "model": model_key or "unknown",
                 "position": str(position) if position >= 0 else "unknown"})
@@ -589,16 +619,30 @@ class SessionService:
                 self.metrics.inc_labelled("nextclick_recommendations_served_total",
                                           {"model": bundle.key})
                 return outcome
-            if view is not None and user_id is None:
+            if view is None:
+                raise ApiError(404, "unknown_session", f"no session {session_id!r}: leave "
+                               "session_id out for a list before the session's first click")
+            if user_id is None:
                 user_id = view.user_id
         if user_id is not None and bundle.has_user_state:
             user = await self.store.read_user(user_id, bundle.key)
             ranked = (await self._in_thread(self._rank_rows, bundle, [None], [[]], [user],
                                             [k], [exclude]))[0]
+            # "user" only when the list comes from the user's history; a user the service
+            # has not seen gets the model's start-of-session list for anyone
+            known = user.exists and (user.sessions_total > 0 or user.state_blob is not None)
+            outcome = Outcome(session_id, user_id, 0, 0, ranked.recommendations, bundle.name,
+                              bundle.version, "user" if known else "start")
+            writes = [self.store.remember_user_served_call(
+                user_id, outcome.recommendation_id, bundle.key,
+                [item for item, _ in outcome.recommendations], session_id)]
             if ranked.user_write is not None:
-                await self.store.save_states(user=(user_id, bundle.key, *ranked.user_write))
-            return Outcome(session_id, user_id, 0, 0, ranked.recommendations, bundle.name,
-                           bundle.version, "user")
+                writes.append(self.store.user_state_call(user_id, bundle.key,
+                                                         *ranked.user_write))
+            await self.store.run(writes)
+            self.metrics.inc_labelled("nextclick_recommendations_served_total",
+                                      {"model": bundle.key})
+            return outcome
         return Outcome(session_id, user_id, 0, 0, bundle.popular(k, set(exclude_ids)),
                        bundle.name, bundle.version, "popular")
 

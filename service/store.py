@@ -35,6 +35,8 @@ every multi-key operation is a single Lua script on a single slot)::
                                   A log shard shares its slot with its sessions: on a single
                                   server n = crc32(sid) mod ``event_log_shards``; on a
                                   cluster one shard per slot (``log_shard_tag``).
+    nc:{u:<uid>}:served     list  start-of-session lists answered for the user (attribution of
+                                  the first click of the user's next session)
     nc:{sweep:<n>}:sessions zset  session id -> server time of its last known activity: the
                                   sweeper's index of sessions with a user (n = shard)
     nc:{sweep:<n>}:lease    str   which process sweeps shard n right now
@@ -98,7 +100,7 @@ def session_keys(session_id: str) -> list[str]:
 
 def user_keys(user_id: str) -> list[str]:
     return [user_key(user_id, part)
-            for part in ("meta", "history", "closed", "state", "attached")]
+            for part in ("meta", "history", "closed", "state", "attached", "served")]
 
 
 @functools.cache
@@ -120,12 +122,14 @@ def key_slot(tag: str) -> int:
     return binascii.crc_hqx(tag.encode("utf-8"), 0) % CLUSTER_SLOTS
 
 
-def log_keys(session_id: str, *, cluster: bool, shards: int) -> list[str]:
-    """The event-log stream and the experiment counters of a session's shard."""
+def log_keys(owner: str, *, cluster: bool, shards: int) -> list[str]:
+    """The event-log stream and the experiment counters of the shard of ``owner``, the
+    hash tag of the keys a script already touches ("s:<session id>" or "u:<user id>"),
+    so that on a cluster they share its slot."""
     if cluster:
-        tag = _slot_tags()[key_slot(f"s:{session_id}")]
+        tag = _slot_tags()[key_slot(owner)]
     else:
-        tag = f"log:{zlib.crc32(session_id.encode('utf-8')) % shards}"
+        tag = f"log:{zlib.crc32(owner.encode('utf-8')) % shards}"
     return [f"nc:{{{tag}}}:events", f"nc:{{{tag}}}:experiments"]
 
 
@@ -335,7 +339,8 @@ class StateStore:
     SCRIPT_NAMES = ("ingest", "peek_session", "attach_user", "detach_user", "read_user",
                     "seal_session",
                     "fold_session", "save_session_state", "save_user_state", "erase_user",
-                    "delete_session_if_owned", "mark_folded", "sweep_claim", "remember_served")
+                    "delete_session_if_owned", "mark_folded", "sweep_claim", "remember_served",
+                    "attribute", "count_clicks")
 
     def __init__(self, client: RedisClient, settings: Settings) -> None:
         self.client = client
@@ -426,8 +431,9 @@ class StateStore:
         keys = session_keys(session_id) + self.log_keys(session_id)
         return Call(self.scripts["ingest"], keys, args)
 
-    def log_keys(self, session_id: str) -> list[str]:
-        return log_keys(session_id, cluster=self.cluster,
+    def log_keys(self, session_id: str, owner: str | None = None) -> list[str]:
+        """The log shard keys of a session (or of another hash tag ``owner``)."""
+        return log_keys(owner or f"s:{session_id}", cluster=self.cluster,
                         shards=self.settings.event_log_shards)
 
     @property
@@ -513,6 +519,32 @@ class StateStore:
                     [session_key(session_id, "served"), self.log_keys(session_id)[1]],
                     [entry, self.settings.served_lists_kept, self.settings.session_ttl,
                      model_key])
+
+    def remember_user_served_call(self, user_id: str, recommendation_id: str, model_key: str,
+                                  items: Sequence[str], session_id: str | None) -> Call:
+        """Remember a start-of-session list answered for a user (user slot): the first
+        click of the user's next session names it; counted as served in the log shard
+        that shares the user's slot."""
+        entry = "\t".join([recommendation_id, model_key, *items])
+        counters = self.log_keys(user_id, owner=f"u:{user_id}")[1]  # the user's slot
+        return Call(self.scripts["remember_served"], [user_key(user_id, "served"), counters],
+                    [entry, self.settings.served_lists_kept, self.settings.user_ttl,
+                     model_key])
+
+    async def attribute_user_lists(self, user_id: str, session_id: str,
+                                   clicks: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
+        """Positions of (recommendation id, item) clicks in lists answered for the user
+        (``remember_user_served_call``), counted in the session's log shard: one round trip,
+        then one more when any was found."""
+        raw = await self._eval(Call(self.scripts["attribute"], [user_key(user_id, "served")],
+                                    [value for pair in clicks for value in pair]))
+        found = [(_text(model), int(position)) for model, position in raw]
+        counted = [value for model, position in found if position >= 0
+                   for value in (model, position)]
+        if counted:
+            await self._eval(Call(self.scripts["count_clicks"],
+                                  [self.log_keys(session_id)[1]], counted))
+        return found
 
     def user_state_call(self, user_id: str, model_key: str, blob: bytes, folded: int) -> Call:
         """Compare-and-set of a user's cached state on the number of sessions folded."""

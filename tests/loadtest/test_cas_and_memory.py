@@ -21,6 +21,6 @@ def test_cas_comparison_loses_no_update_with_either_method() -> None:
 def test_memory_measure_counts_every_key_of_sessions_and_users(artifacts: Path) -> None:
     result = bench_memory(artifacts, users=3, past_sessions=2, clicks=12)
     assert result["keys_per_open_session"] == 6.0  # meta, clicks, state, ids, payloads, served
-    assert result["keys_per_user"] == 5.0  # meta, history, closed, state, attached
+    assert result["keys_per_user"] == 6.0  # meta, history, closed, state, attached, served
     assert result["bytes_per_open_session"] > 12 * 10  # at least the clicks themselves
     assert result["used_memory_per_user_with_sessions"] > result["bytes_per_user"]

@@ -83,7 +83,7 @@ def test_loads_latest_version_and_ignores_staging_dirs(tmp_path: Path,
     assert engine.get() is engine.get("tiny-session-gru")
     with pytest.raises(KeyError):
         engine.get("no-such-model")
-    described = {entry["name"]: entry for entry in engine.describe()}
+    described = {entry["name"]: entry for entry in engine.describe(details=True)}
     assert described["tiny-session-gru"]["default"] and not described["tiny-user-gru"]["default"]
     assert described["tiny-user-gru"]["state"]["user"][0]["name"] == "c"
     assert "CPUExecutionProvider" in described["tiny-user-gru"]["providers"]
@@ -171,7 +171,13 @@ def test_top_k_excludes_and_clamps(user_bundle: ModelBundle) -> None:
 
 
 def test_popular_fallback(user_bundle: ModelBundle) -> None:
-    assert user_bundle.popular(3) == [("item-5", 95.0), ("item-3", 97.0), ("item-9", 91.0)]
+    # in the file's order, scored relative to the most clicked item (1.0): one scale
+    # whatever the traffic (the counts behind these are 95, 97 and 91)
+    top3 = user_bundle.popular(3)
+    assert [raw for raw, _ in top3] == ["item-5", "item-3", "item-9"]
+    assert top3[1][1] / top3[0][1] == pytest.approx(97 / 95)
+    assert top3[2][1] / top3[0][1] == pytest.approx(91 / 95)
+    assert max(score for _, score in user_bundle.popular(50)) == 1.0
     assert [raw for raw, _ in user_bundle.popular(3, exclude_ids={"item-3"})] == \
         ["item-5", "item-9", "item-1"]
     assert len(user_bundle.popular(50)) == 5
