@@ -182,7 +182,7 @@ function renderList(list, model, recommendations, extra = () => ({})) {
 
 function sourceLabel(source) {
   return { session: "from this session", user: "from the user's memory",
-           popular: "popular items" }[source] || source || "";
+           start: "start for a new user", popular: "popular items" }[source] || source || "";
 }
 
 function setMeta(root, data, ms) {
@@ -309,7 +309,7 @@ function markSeen(list) {
 function describeModel(pane) {
   // the test-set accuracy recorded at export, when /models carries it
   const model = state.models.find((entry) => entry.name === pane.model) || {};
-  const metrics = model.metrics || {};
+  const metrics = model.accuracy || model.metrics || {};
   const parts = [];
   if (typeof metrics["recall@20"] === "number") parts.push(`Recall@20 ${(100 * metrics["recall@20"]).toFixed(1)}%`);
   if (typeof metrics["mrr@20"] === "number") parts.push(`MRR@20 ${metrics["mrr@20"].toFixed(3)}`);
@@ -379,9 +379,12 @@ async function refreshMemory() {
     const differs = ids.filter((id) => !anonIds.has(id)).length;
     const fresh = before === undefined ? 0 : ids.filter((id) => !before.includes(id)).length;
     let summary;
-    if (data.source !== "user") {
+    if (data.source === "popular") {
       summary = `${model} keeps no memory of users: ${state.user}'s start list is the anonymous one. `
         + "Choose a model with user state (e.g. hrnn-init) to see memory at work.";
+    } else if (data.source === "start") {
+      summary = `${model} has no history of ${state.user} yet, so her list is its start for a new `
+        + "user. Click a few items and end the session to give it one.";
     } else {
       summary = `${state.user}'s start list shares ${ids.length - differs} of ${ids.length} items `
         + "with the anonymous one";
@@ -523,7 +526,12 @@ async function start() {
   panes[0].model = first;
   panes[1].model = second;
   panes.forEach((pane) => fillSelect(pane.el.querySelector(".model-select"), pane.model));
-  fillSelect($("#memory-model"), first);
+  // the memory lists are worth watching on a model that keeps user state
+  const remembering = [first, second, ...names].find((name) => {
+    const model = state.models.find((entry) => entry.name === name);
+    return model && model.user_state === true;
+  });
+  fillSelect($("#memory-model"), remembering || first);
   if (first === second) note("Only one model is loaded: both panes show it.");
   await detectRecommendationIds();
   await loadCatalog();

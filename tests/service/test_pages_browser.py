@@ -114,11 +114,11 @@ def test_demo_page_compares_two_models_and_shows_a_users_memory(page: Any,
     # a user's start-of-session list next to the anonymous one
     page.click("#users button[data-user='alice']")
     _settle(page)
-    assert "alice's start list" in page.inner_text("#memory-summary")
+    assert "has no history of alice yet" in page.inner_text("#memory-summary")
     anonymous = _items(page, "#memory-anon")
     personal = _items(page, "#memory-user")
-    assert len(personal) == 10  # a new user: no memory yet, so no better than popular
-    assert page.inner_text("#memory-user-source") == "from the user's memory"
+    assert len(personal) == 10
+    assert page.inner_text("#memory-user-source") == "start for a new user"
     assert page.inner_text("#memory-anon-source") == "popular items"
 
     # clicks from pane A's list, pane B's list and the catalogue; each reaches both models
@@ -162,7 +162,9 @@ def test_demo_page_compares_two_models_and_shows_a_users_memory(page: Any,
     after_end = _items(page, "#memory-user")
     assert after_end != personal and after_end != anonymous
     assert page.locator("#memory-user .badge.fresh").count() >= 1
+    assert "alice's start list shares" in page.inner_text("#memory-summary")
     assert "new since it was last shown" in page.inner_text("#memory-summary")
+    assert page.inner_text("#memory-user-source") == "from the user's memory"
     history = page.inner_text("#memory-history")
     assert history.startswith("alice's sessions ended on this page: 1) ")
     assert all(title in history for title in trail)
