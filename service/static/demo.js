@@ -163,7 +163,9 @@ function itemNode(info, options = {}) {
     const score = document.createElement("span");
     score.className = "score";
     const value = Number(options.score);
-    score.textContent = Number.isInteger(value) ? value.toLocaleString() : value.toFixed(3);
+    // counts as whole numbers, model scores and relative popularity with 3 decimals
+    score.textContent = Number.isInteger(value) && Math.abs(value) >= 2
+      ? value.toLocaleString() : value.toFixed(3);
     score.title = "score";
     badges.append(score);
   }
