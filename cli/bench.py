@@ -23,7 +23,7 @@ EPILOG = """examples:
   nextclick bench --engine-only --items 1000000
   nextclick bench --workers 1 --concurrency 1 32 --requests 8000
   nextclick bench --cas                    # WATCH/MULTI vs Lua compare-and-set on Redis
-  nextclick bench --memory                 # Redis bytes per session and per user"""
+  nextclick bench --memory                 # Redis bytes per session, per user and per logged event"""
 
 
 def register(subparsers: Any, help_text: str) -> None:
@@ -63,9 +63,11 @@ def register(subparsers: Any, help_text: str) -> None:
     parser.add_argument("--cas-updates", type=int, default=500, metavar="N",
                         help="updates per writer for --cas (default 500)")
     parser.add_argument("--memory", action="store_true",
-                        help="only measure Redis memory per session and per user")
+                        help="only measure Redis memory per session, per user and per logged event")
     parser.add_argument("--memory-users", type=int, default=200, metavar="N",
                         help="users for --memory (default 200)")
+    parser.add_argument("--memory-events", type=int, default=20_000, metavar="N",
+                        help="clicks logged for --memory's event log figure (default 20000)")
     parser.add_argument("--memory-clicks", type=int, default=10, metavar="N",
                         help="clicks per session for --memory (default 10)")
     parser.add_argument("--out", default="reports/bench.json", metavar="FILE",
@@ -78,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
     from loadtest.http_load import BENCH_DIR, bench_http, build_bench_bundle
 
     if args.memory:
-        from loadtest.memory import bench_memory
+        from loadtest.memory import bench_event_log, bench_memory
 
         artifacts = BENCH_DIR / f"artifacts-hrnn-init-{args.items}"
         build_bench_bundle(args.items, artifacts)
         print("memory   " + json.dumps(bench_memory(artifacts, args.memory_users, 3,
                                                           args.memory_clicks)))
+        print("eventlog " + json.dumps(bench_event_log(artifacts, args.memory_events)))
         return 0
     if args.cas:
         from loadtest.cas import bench_cas

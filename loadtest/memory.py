@@ -69,3 +69,54 @@ def bench_memory(artifacts: Path, users: int, past_sessions: int, clicks: int
             "bytes_per_user": round(user_bytes / users),
             "keys_per_user": round(user_keys / users, 1),
             "used_memory_per_user_with_sessions": round(used / users)}
+
+
+def bench_event_log(artifacts: Path, events: int, clicks_per_session: int = 10
+                    ) -> dict[str, Any]:
+    """Redis memory of the event log per logged event, through the real app on a throwaway
+    embedded Redis: one click per request, as a client sends them, each with a uuid event id
+    and (after a session's first click) the ``recommendation_id`` of the list answered for
+    the click before it, so every logged entry carries what served clicks carry. The log's
+    keys are summed by ``MEMORY USAGE ... SAMPLES 0`` and divided by their ``XLEN``."""
+    import tempfile
+    import uuid
+
+    import redis
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.embedded import EmbeddedRedis
+    from service.settings import Settings
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = EmbeddedRedis(Path(folder) / "redis", appendonly=False)
+        url = server.start()
+        try:
+            settings = Settings(redis_url=url, artifacts_dir=artifacts, data_dir=Path(folder),
+                                event_log_max_events=max(events * 2, 1000))
+            db = redis.Redis.from_url(url)
+            clock = 1_700_000_000.0
+            with TestClient(create_app(settings)) as client:
+                listed: str | None = None
+                for n in range(events):
+                    session, step = divmod(n, clicks_per_session)
+                    event = {"item_id": f"item-{(session * 7 + step * 13) % 5000 + 1}",
+                             "event_id": str(uuid.uuid4()), "timestamp": clock + n}
+                    if step and listed:
+                        event["recommendation_id"] = listed
+                    response = client.post(f"/sessions/s-{session}/events",
+                                           json={"user_id": f"user-{session % 997}",
+                                                 "events": [event]})
+                    response.raise_for_status()
+                    listed = response.json()["recommendation_id"]
+            logged = log_bytes = 0
+            for key in db.scan_iter("nc:{log:*}:events", count=1000):
+                logged += int(db.xlen(key))
+                log_bytes += int(db.memory_usage(key, samples=0) or 0)
+            db.close()
+        finally:
+            server.stop()
+    per_event = log_bytes / logged if logged else 0.0
+    return {"events": events, "logged": logged, "bytes": log_bytes,
+            "bytes_per_event": round(per_event, 1),
+            "mib_per_million_events": round(per_event * 1_000_000 / 2**20, 1)}

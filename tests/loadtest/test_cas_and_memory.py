@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loadtest.cas import bench_cas
-from loadtest.memory import bench_memory
+from loadtest.memory import bench_event_log, bench_memory
 
 
 def test_cas_comparison_loses_no_update_with_either_method() -> None:
@@ -24,3 +24,12 @@ def test_memory_measure_counts_every_key_of_sessions_and_users(artifacts: Path) 
     assert result["keys_per_user"] == 6.0  # meta, history, closed, state, attached, served
     assert result["bytes_per_open_session"] > 12 * 10  # at least the clicks themselves
     assert result["used_memory_per_user_with_sessions"] > result["bytes_per_user"]
+
+
+def test_event_log_measure_counts_every_logged_click(artifacts: Path) -> None:
+    result = bench_event_log(artifacts, events=40, clicks_per_session=4)
+    assert result["logged"] == 40
+    # each entry holds at least its uuid event id and a recommendation id of 32 hex digits
+    assert result["bytes_per_event"] > 36
+    assert result["mib_per_million_events"] == round(
+        result["bytes"] / 40 * 1_000_000 / 2**20, 1)
