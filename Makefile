@@ -117,9 +117,12 @@ URL ?= http://$(HOST):$(PORT)
 events: $(STAMP)
 	$(NEXTCLICK) events export --out $(EVENTS)
 
+# RETRAIN_FLAGS: more `nextclick retrain` options, e.g. --protocol last-session.
+RETRAIN_FLAGS ?=
 retrain: $(STAMP)
 	$(NEXTCLICK) retrain --events $(EVENTS) --model $(MODEL) --artifacts $(ARTIFACTS) \
-		$(if $(BASE),--base $(BASE)) --reload $(URL) $(if $(ADMIN_KEY),--admin-key $(ADMIN_KEY))
+		$(if $(BASE),--base $(BASE)) --reload $(URL) $(if $(ADMIN_KEY),--admin-key $(ADMIN_KEY)) \
+		$(RETRAIN_FLAGS)
 
 clean:
 	rm -rf data runs $(ARTIFACTS) var reports/*/runs  # reports/*/results.json etc. are checked in

@@ -1,6 +1,6 @@
 """``nextclick retrain``: from served clicks back to a better model. Prepares the exported
-event log (plus an optional base click log) with its latest days as the holdout, trains a
-candidate, scores it and the version being served on the same holdout through the serving
+event log (plus an optional base click log) with its latest days (or each user's last
+session) as the holdout, trains a candidate, scores it and the version being served on the same holdout through the serving
 engine, and installs the candidate into the artifacts folder only when it is at least as
 good on the chosen metric; ``--reload`` then asks the running service to load it."""
 
@@ -37,8 +37,14 @@ def register(subparsers: Any, help_text: str) -> None:
                         help="the folder the service serves (default artifacts)")
     parser.add_argument("--metric", default="recall@20", metavar="METRIC",
                         help="what the candidate must match or beat (default recall@20)")
+    parser.add_argument("--protocol", choices=("time", "last-session"), default="time",
+                        help="the holdout: the latest --holdout-days (time, the default) or "
+                             "each user's last session (last-session, the HRNN papers')")
     parser.add_argument("--holdout-days", type=float, default=1.0, metavar="DAYS",
                         help="the latest days held out for the comparison (default 1)")
+    parser.add_argument("--min-holdout", type=int, default=100, metavar="N",
+                        help="install nothing when the holdout has fewer targets than this "
+                             "(default 100): a handful of clicks cannot tell models apart")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help="most epochs (default: the model's paper setting)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -61,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads, warn=not args.quiet)
     work = args.work or Path("var/retrain") / f"{args.model}-{time.strftime('%Y%m%dT%H%M%S')}"
     gate = retrain(args.events, args.model, args.artifacts, work, base=args.base,
-                   base_format=args.base_format, holdout_days=args.holdout_days,
+                   base_format=args.base_format, protocol=args.protocol,
+                   holdout_days=args.holdout_days, min_holdout=args.min_holdout,
                    metric=args.metric, epochs=args.epochs, progress=not args.quiet)
     current = gate.current
     shown = "none served" if current is None else (
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{gate.metric} on {gate.candidate['targets']:,} holdout targets: candidate "
           f"{gate.candidate[gate.metric]:.4f} ({gate.candidate['model']}), served {shown}")
     if not gate.promoted:
-        print("kept the served version: the candidate is not as good")
+        print(f"kept the served version: {gate.reason}")
         return 0
     print(f"installed {gate.bundle}")
     if args.reload:

@@ -1,11 +1,13 @@
 """The closed loop's last step: from served clicks back to a better model.
 
 ``retrain`` prepares the exported event log (``nextclick events export``; optionally with a
-base click log) with the ``time`` protocol, so the most recent days are the holdout; trains
-a candidate of one model; exports it to a staging folder (parity-gated as every export);
+base click log, clicks found in both counted once) with the ``time`` protocol, so the most
+recent days are the holdout (or ``last-session``: each user's latest session, the HRNN
+papers' protocol); trains a candidate of one model; exports it to a staging folder (parity-gated as every export);
 scores the candidate and the version being served on the same holdout through the serving
 engine (``training.evaluation.bundles``); and moves the candidate into the artifacts folder
-only when it is at least as good on the chosen metric. A running service then loads it with
+only when it is at least as good on the chosen metric, over a holdout of at least
+``min_holdout`` targets (fewer cannot tell two models apart). A running service then loads it with
 ``POST /admin/reload`` (``reload_service``); users' state carries over, because a new
 version rebuilds each user's state from the user's session history on first use.
 """
@@ -32,6 +34,7 @@ class GateResult:
     candidate: dict[str, Any]
     current: dict[str, Any] | None
     promoted: bool
+    reason: str  # why the candidate was or was not installed
     bundle: Path | None  # the candidate's bundle in the artifacts folder, when promoted
     dataset: Path
 
@@ -46,9 +49,9 @@ def latest_bundle(artifacts: Path, model: str) -> Path | None:
 
 
 def retrain(events: Path, model: str, artifacts: Path, work: Path, *,
-            base: Path | None = None, base_format: str = "csv", holdout_days: float = 1.0,
-            metric: str = "recall@20", epochs: int | None = None, seed: int = 0,
-            progress: bool = True) -> GateResult:
+            base: Path | None = None, base_format: str = "csv", protocol: str = "time",
+            holdout_days: float = 1.0, min_holdout: int = 100, metric: str = "recall@20",
+            epochs: int | None = None, seed: int = 0, progress: bool = True) -> GateResult:
     """Prepare, train, export, gate (see the module docstring)."""
     from bundle import BundleError
     from service.engine import ModelBundle
@@ -64,15 +67,31 @@ def retrain(events: Path, model: str, artifacts: Path, work: Path, *,
     frames = [read_events(events, "events")]
     if base is not None:
         frames.insert(0, read_events(base, base_format, ReaderOptions()))
+    if protocol not in ("time", "last-session"):
+        raise ValueError(f"--protocol must be time or last-session, got {protocol!r}")
     combined = pl.concat([frame.select(list(EVENT_SCHEMA)) for frame in frames])
+    overlap = 0
+    if base is not None:
+        # A base log that reaches into the logged period holds the same clicks again: one
+        # click is one (user, or session when anonymous; item; type; time), kept once.
+        before = combined.height
+        combined = combined.with_columns(
+            pl.coalesce("user_id", "session_id").alias("_who")).unique(
+            ["_who", "item_id", "event_type", "timestamp"], keep="first",
+            maintain_order=True).drop("_who")
+        overlap = before - combined.height
     dataset_dir = work / "dataset"
-    dataset = prepare_dataset(combined, PrepareOptions(protocol="time", test_days=holdout_days),
+    dataset = prepare_dataset(combined, PrepareOptions(protocol=protocol, test_days=holdout_days),
                               fmt="events", sources=[str(events)] + ([str(base)] if base else []))
     dataset.save(dataset_dir)
+    targets = int(dataset.stats["counts"]["test"]["targets"])
     if progress:
-        print(f"retrain: {dataset.stats['counts']['fit']['events']:,} training events, "
-              f"holdout {dataset.stats['counts']['test']['targets']:,} targets (the last "
-              f"{holdout_days:g} day(s))", flush=True)
+        held = (f"the last {holdout_days:g} day(s)" if protocol == "time"
+                else "each user's last session")
+        print(f"retrain: {dataset.stats['counts']['fit']['events']:,} training events"
+              + (f" ({overlap:,} clicks in both the base and the log counted once)"
+                 if overlap else "")
+              + f", holdout {targets:,} targets ({held})", flush=True)
     candidate_model, info = train(model, dataset, work / "run", epochs=epochs, seed=seed,
                                   progress=progress, refit=True)
     staging = export_bundle(candidate_model, dataset.items, work / "staging",
@@ -90,16 +109,25 @@ def retrain(events: Path, model: str, artifacts: Path, work: Path, *,
             current = evaluate_bundle(ModelBundle(served), dataset, ks)
         except BundleError as exc:  # an unloadable served version cannot defend its place
             current = {"error": str(exc)}
-    promoted = current is None or "error" in current or \
-        candidate[metric] >= float(current[metric])
+    if current is None or "error" in current:
+        promoted, reason = True, "no loadable version is served"
+    elif targets < min_holdout:
+        promoted, reason = False, (f"the holdout has {targets:,} targets, fewer than "
+                                   f"{min_holdout:,}: too few to compare two models (hold "
+                                   "out more days, or lower --min-holdout)")
+    elif candidate[metric] >= float(current[metric]):
+        promoted, reason = True, f"the candidate's {metric} is at least the served version's"
+    else:
+        promoted, reason = False, f"the candidate's {metric} is below the served version's"
     target: Path | None = None
     if promoted:
         target = _install(staging, artifacts / model / staging.name)
     record = {"model": model, "metric": metric, "candidate": candidate, "current": current,
-              "promoted": promoted, "bundle": str(target) if target else None,
+              "promoted": promoted, "reason": reason, "holdout_targets": targets,
+              "bundle": str(target) if target else None,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (work / "gate.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return GateResult(model, metric, candidate, current, promoted, target, dataset_dir)
+    return GateResult(model, metric, candidate, current, promoted, reason, target, dataset_dir)
 
 
 def _install(staging: Path, target: Path) -> Path:

@@ -9,6 +9,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -72,6 +73,18 @@ def test_retrain_gate_install_reload_keeps_a_users_personal_list(
         assert gate.bundle == latest_bundle(artifacts, "hrnn-init")
         record = json.loads((tmp_path / "work" / "gate.json").read_text())
         assert record["promoted"] and record["metric"] == "recall@5"
+
+        # A base log holding the same clicks again counts each once (the holdout does not
+        # double), and a holdout smaller than --min-holdout installs nothing.
+        logged = pl.read_parquet(tmp_path / "events" / "*.parquet")
+        logged.select("user_id", "session_id", "item_id", "timestamp").write_csv(
+            tmp_path / "base.csv")
+        again = retrain(tmp_path / "events", "hrnn-init", artifacts, tmp_path / "work-2",
+                        base=tmp_path / "base.csv", holdout_days=1.0, min_holdout=10_000,
+                        metric="recall@5", epochs=1, progress=False)
+        assert again.candidate["targets"] == gate.candidate["targets"]
+        assert not again.promoted and "fewer than 10,000" in again.reason
+        assert latest_bundle(artifacts, "hrnn-init") == gate.bundle
 
         reloaded = client.post("/admin/reload", json={})
         assert reloaded.status_code == 200, reloaded.text
