@@ -23,7 +23,7 @@ EPILOG = """examples:
   nextclick bench --engine-only --items 1000000
   nextclick bench --workers 1 --concurrency 1 32 --requests 8000
   nextclick bench --cas                    # WATCH/MULTI vs Lua compare-and-set on Redis
-  nextclick bench --memory                 # Redis bytes per session, per user and per logged event"""
+  nextclick bench --memory                 # Redis bytes per session, user, logged click"""
 
 
 def register(subparsers: Any, help_text: str) -> None:

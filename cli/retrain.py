@@ -1,8 +1,9 @@
 """``nextclick retrain``: from served clicks back to a better model. Prepares the exported
 event log (plus an optional base click log) with its latest days (or each user's last
-session) as the holdout, trains a candidate, scores it and the version being served on the same holdout through the serving
-engine, and installs the candidate into the artifacts folder only when it is at least as
-good on the chosen metric; ``--reload`` then asks the running service to load it."""
+session) as the holdout, trains a candidate, scores it and the version being served on the
+same holdout through the serving engine, and installs the candidate into the artifacts
+folder only when it is at least as good on the chosen metric; ``--reload`` then asks the
+running service to load it."""
 
 from __future__ import annotations
 

@@ -3,13 +3,14 @@
 ``retrain`` prepares the exported event log (``nextclick events export``; optionally with a
 base click log, clicks found in both counted once) with the ``time`` protocol, so the most
 recent days are the holdout (or ``last-session``: each user's latest session, the HRNN
-papers' protocol); trains a candidate of one model; exports it to a staging folder (parity-gated as every export);
-scores the candidate and the version being served on the same holdout through the serving
-engine (``training.evaluation.bundles``); and moves the candidate into the artifacts folder
-only when it is at least as good on the chosen metric, over a holdout of at least
-``min_holdout`` targets (fewer cannot tell two models apart). A running service then loads it with
-``POST /admin/reload`` (``reload_service``); users' state carries over, because a new
-version rebuilds each user's state from the user's session history on first use.
+papers' protocol); trains a candidate of one model; exports it to a staging folder
+(parity-gated as every export); scores the candidate and the version being served on the
+same holdout through the serving engine (``training.evaluation.bundles``); and moves the
+candidate into the artifacts folder only when it is at least as good on the chosen metric,
+over a holdout of at least ``min_holdout`` targets (fewer cannot tell two models apart). A
+running service then loads it with ``POST /admin/reload`` (``reload_service``); users'
+state carries over, because a new version rebuilds each user's state from the user's
+session history on first use.
 """
 
 from __future__ import annotations
