@@ -122,6 +122,7 @@ def retrain(events: Path, model: str, artifacts: Path, work: Path, *,
         promoted, reason = False, f"the candidate's {metric} is below the served version's"
     target: Path | None = None
     if promoted:
+        _record_holdout_metrics(staging, candidate, protocol, holdout_days)
         target = _install(staging, artifacts / model / staging.name)
     record = {"model": model, "metric": metric, "candidate": candidate, "current": current,
               "promoted": promoted, "reason": reason, "holdout_targets": targets,
@@ -129,6 +130,21 @@ def retrain(events: Path, model: str, artifacts: Path, work: Path, *,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (work / "gate.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return GateResult(model, metric, candidate, current, promoted, reason, target, dataset_dir)
+
+
+def _record_holdout_metrics(bundle: Path, scores: dict[str, Any], protocol: str,
+                            holdout_days: float) -> None:
+    """Put the gate's scores in the bundle's manifest, where ``GET /models`` reads a
+    version's headline accuracy (the manifest is not in its own file hashes)."""
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    held = (f"the last {holdout_days:g} day(s)" if protocol == "time"
+            else "each user's last session")
+    manifest["metrics"] = {**{name: value for name, value in scores.items()
+                              if "@" in name},
+                           "n": scores["targets"], "holdout": f"retrain gate: {held}",
+                           **manifest.get("metrics", {})}
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def _install(staging: Path, target: Path) -> Path:

@@ -88,6 +88,11 @@ def test_retrain_gate_install_reload_keeps_a_users_personal_list(
 
         reloaded = client.post("/admin/reload", json={})
         assert reloaded.status_code == 200, reloaded.text
+        listed = {entry["key"]: entry for entry in client.get("/models").json()["models"]}
+        # the new version's headline accuracy is the gate's score of it
+        assert listed[gate.candidate["model"]]["accuracy"] == {
+            "recall@20": gate.candidate["recall@20"], "mrr@20": gate.candidate["mrr@20"],
+            "n": gate.candidate["targets"]}
         new_version = gate.bundle.name if gate.bundle else ""
         after = client.get("/recommend", params={"user_id": "u7", "k": 5}).json()
         fresh = client.get("/recommend", params={"user_id": "nobody-else", "k": 5}).json()
