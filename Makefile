@@ -19,6 +19,9 @@ RUN_DIR ?= runs/$(MODEL)
 # by counting in seconds (no epochs). COMPARE= (empty) serves MODEL alone.
 COMPARE ?= iknn
 COMPARE_DIR ?= runs/$(COMPARE)
+ifeq ($(MODEL),$(COMPARE))  # e.g. `make retrain MODEL=iknn`: one model, one set of rules
+COMPARE :=
+endif
 ARTIFACTS ?= artifacts
 STAMP := $(VENV)/.installed           # [cpu,train,dev]: tests and lint
 RUN_STAMP := $(VENV)/.installed-run   # [cpu,train]: enough for `make run`
