@@ -66,11 +66,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from service.settings import Settings
 
@@ -309,15 +309,19 @@ def is_cluster_url(url: str) -> bool:
 
 def connect(url: str, settings: Settings) -> RedisClient:
     """A client with short socket timeouts, periodic health checks and one quick retry on a
-    dropped connection, so the service recovers by itself after Redis restarts.
+    dropped connection, so the service recovers by itself after Redis restarts: the first
+    command on each pooled connection to the old server fails and is re-sent on a new one.
 
-    The retry can re-send a command whose reply was lost; events that carry an
-    ``event_id`` stay exactly-once regardless (the idempotency key)."""
+    The retry must be the asyncio ``Retry``: the synchronous one wraps the coroutine's
+    creation, not its run, and retried nothing (every stale connection answered a 503). A
+    timeout is not retried: the server may have run the command, and an event without an
+    ``event_id`` would be recorded twice."""
     options: dict[str, Any] = {
         "socket_timeout": settings.redis_socket_timeout,
         "socket_connect_timeout": settings.redis_socket_timeout,
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1,
+                       supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
         "decode_responses": False,
     }
     if is_cluster_url(url):

@@ -98,6 +98,34 @@ def test_redis_killed_under_load_loses_no_acknowledged_event(artifacts: Path,
         server.stop()
 
 
+def test_after_a_redis_restart_no_request_fails_on_a_stale_connection(
+        artifacts: Path, tmp_path: Path) -> None:
+    """Redis restarted while idle (a deploy, a failover): the pooled connections to the old
+    server are dead. Each one's first command fails, is retried once on a new connection,
+    and no client sees it. (With the synchronous Retry class the retry never ran and every
+    stale connection cost a client a 503.)"""
+    from fastapi.testclient import TestClient
+
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        settings = Settings(redis_url=server.url, artifacts_dir=artifacts,
+                            data_dir=tmp_path / "var", default_model="hrnn-init")
+        with TestClient(create_app(settings)) as client:
+            for n in range(3):
+                assert client.post("/sessions/s/events", json={
+                    "item_id": f"i{n + 1}", "event_id": f"e{n}"}).status_code == 200
+            server.stop()
+            server.restart()  # same port, the AOF replayed
+            for n in range(3, 6):
+                response = client.post("/sessions/s/events", json={
+                    "item_id": f"i{n + 1}", "event_id": f"e{n}"})
+                assert response.status_code == 200, response.text
+            assert len(client.get("/sessions/s").json()["clicks"]) == 6
+    finally:
+        server.stop()
+
+
 def _break_bundle(artifacts: Path, tmp_path: Path, model: str, version: str) -> Path:
     """A copy of the artifacts with an extra, newest ``version`` of ``model`` whose ONNX
     graphs are garbage."""
