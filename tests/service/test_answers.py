@@ -6,22 +6,13 @@ clicks attributed to the list they were made in (session lists and start-of-sess
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
 from tests.service.test_api import assert_error, click, items_of
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def attributed(client: TestClient) -> dict[tuple[str, str], float]:

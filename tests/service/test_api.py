@@ -19,19 +19,6 @@ T0 = 1_700_000_000.0
 HRNN_FIELD = "hrnn-init@v1"
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def db(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
-
-
 def click(client: TestClient, session: str, item: str, **fields: Any) -> dict[str, Any]:
     params = fields.pop("params", None)
     response = client.post(f"/sessions/{session}/events", json={"item_id": item, **fields},

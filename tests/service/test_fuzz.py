@@ -4,8 +4,6 @@ live server with a real Redis and real ONNX bundles), plus hand-picked extremes 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -88,12 +86,6 @@ ODD_REQUESTS = [
      {"content": b"[" * 5000 + b"]" * 5000, "headers": {"content-type": "application/json"}},
      400),
 ]
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 @pytest.mark.parametrize(("method", "url", "kwargs", "status"),

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
 from fastapi.testclient import TestClient
 
@@ -18,19 +16,6 @@ from service.settings import Settings
 from tests.service.test_api import assert_error, click, items_of
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def db(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
 
 
 def user_keys(db: redis.Redis, user: str) -> list[str]:
