@@ -39,6 +39,7 @@ def register(subparsers: Any, help_text: str) -> None:
     parser.add_argument("--metric", default="recall@20", metavar="METRIC",
                         help="what the candidate must match or beat (default recall@20)")
     parser.add_argument("--protocol", choices=("time", "last-session"), default="time",
+                        metavar="PROTOCOL",
                         help="the holdout: the latest --holdout-days (time, the default) or "
                              "each user's last session (last-session, the HRNN papers')")
     parser.add_argument("--holdout-days", type=float, default=1.0, metavar="DAYS",
