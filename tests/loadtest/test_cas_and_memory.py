@@ -33,3 +33,17 @@ def test_event_log_measure_counts_every_logged_click(artifacts: Path) -> None:
     assert result["bytes_per_event"] > 36
     assert result["mib_per_million_events"] == round(
         result["bytes"] / 40 * 1_000_000 / 2**20, 1)
+
+
+def test_a_cached_bench_bundle_is_rebuilt_when_the_model_code_changed(tmp_path: Path) -> None:
+    from loadtest.http_load import build_bench_bundle
+
+    root = tmp_path / "artifacts-gru4rec-50"
+    first = build_bench_bundle(50, root, "gru4rec")
+    assert build_bench_bundle(50, root, "gru4rec") == first  # cached
+    stamp = tmp_path / "artifacts-gru4rec-50.source"
+    stamp.write_text("built by other code\n")  # as if models/ had changed since
+    (first / "old-build").touch()
+    rebuilt = build_bench_bundle(50, root, "gru4rec")
+    assert (rebuilt / "manifest.json").exists() and not (rebuilt / "old-build").exists()
+    assert stamp.read_text() != "built by other code\n"
