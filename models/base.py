@@ -59,6 +59,10 @@ class SessionModel(nn.Module):
     #: (HRNN), "user-sequence" (user-parallel plus user ids: RUM, BPR-MF, FPMC), "prefix"
     #: (NARM-style prefix augmentation) or "counts" (non-neural fit).
     batching: ClassVar[str] = "session-parallel"
+    #: the most sessions one serving ``score`` run should take (None: any number). A
+    #: model whose score makes a [B, N, K] intermediate (RUM-I) outgrows the CPU caches
+    #: when many sessions share a run; the engine splits larger batches into runs of this.
+    score_rows: ClassVar[int | None] = None
 
     @classmethod
     def needs_users(cls) -> bool:

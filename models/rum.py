@@ -161,14 +161,19 @@ class RUM(UserSequenceModel):
         """RUM-I's read for every candidate, q_iᵀ p^m_u = Σ_k softmax_k(β S_ik) S_ik over
         the filled slots (eq. 7-8; 0 while the memory is empty), laid out [B, C, K] so the
         softmax and the sum run over the contiguous slot axis, with the empty-slot mask
-        folded into the product as one more column: L = [q 1] [βM | bias]ᵀ gives βS_ik plus
-        -1e9 for empty slots in one matmul. q: [C, D] (shared) or [B, C, D]; vectors
-        [B, K, D]; filled [B, K]. Returns [B, C]."""
+        folded into the product as one more column: L = [q 1] [βM' | bias]ᵀ in one matmul.
+        An empty slot k gets the newest slot's vector and a bias of -40, so its logit is the
+        newest slot's minus 40: its weight is at most e^-40 of the row's largest, nothing in
+        float32, while exp stays clear of denormal floats (a -1e9 mask underflowed to them,
+        which x86 computes in microcode: 8.6 ms per served click with some slots empty
+        against 2.5 ms with none or all). q: [C, D] (shared) or [B, C, D]; vectors
+        [B, K, D], newest first; filled [B, K]. Returns [B, C]."""
         beta = self.config.beta
         ones = torch.ones_like(q[..., :1])
         q_aug = torch.cat([q, ones], dim=-1)                                       # [.., C, D+1]
-        bias = (filled - 1.0) * 1e9                                                # [B, K]
-        m_aug = torch.cat([beta * vectors, bias.unsqueeze(2)], dim=2)              # [B, K, D+1]
+        keys = torch.where(filled.unsqueeze(2) > 0, vectors, vectors[:, :1])      # [B, K, D]
+        bias = (filled - 1.0) * 40.0                                               # [B, K]
+        m_aug = torch.cat([beta * keys, bias.unsqueeze(2)], dim=2)                 # [B, K, D+1]
         logits = torch.matmul(q_aug, m_aug.transpose(1, 2))                        # [B, C, K]
         weights = torch.softmax(logits, dim=2)
         read = (weights * logits).sum(2) / beta                                    # [B, C]
@@ -198,6 +203,9 @@ class RUMItem(RUM):
     """RUM-I: the memory holds the K most recent items."""
 
     name = "rum-item"
+    # Its read makes a [B, N+1, K] tensor: at 40k items one score run cost 2.4-2.5 ms per
+    # session for 1-2 sessions and 3.6 ms for 16-32 (memory-bound), so runs of 2.
+    score_rows = 2
 
 
 @register

@@ -71,7 +71,9 @@ def state_rows(state: State, rows: np.ndarray | Sequence[int]) -> State:
     return {name: value[index] for name, value in state.items()}
 
 
-def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
+def session_options(intra_op_threads: int | None = 1) -> ort.SessionOptions:
+    """The ONNX Runtime options every served graph runs with (the export parity check
+    uses them too, so it checks what is served)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # One thread per run by default: the service runs many requests concurrently from a
@@ -79,6 +81,9 @@ def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
     options.intra_op_num_threads = 1 if intra_op_threads is None else intra_op_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Not "session.set_denormal_as_zero": it sets the calling thread's FTZ/DAZ flags, which
+    # then change every float computation of that thread (Python's too). Graphs avoid
+    # denormals themselves (see models/rum.py, _item_read).
     return options
 
 
@@ -141,10 +146,14 @@ class ModelBundle:
         self.session_spec = self.manifest.session_state
         self.user_spec = self.manifest.user_state
         self.has_user_state = bool(self.user_spec)
+        serving = self.manifest.extra.get("serving")
+        rows = serving.get("score_rows") if isinstance(serving, dict) else None
+        #: at most this many sessions per score run (the model's hint; None: any)
+        self.score_rows: int | None = rows if isinstance(rows, int) and rows > 0 else None
         verify_files(self.path, self.manifest.files, where)
 
         self.providers = choose_providers(providers)
-        options = _session_options(intra_op_threads)
+        options = session_options(intra_op_threads)
         self._graphs: dict[str, _Graph] = {}
         for role, declared in self.manifest.graphs.items():
             graph_path = self.path / declared.file
@@ -257,7 +266,7 @@ class ModelBundle:
         if wanted <= 0:
             return [[] for _ in ks]
         self._check_state(state, self.session_spec, "session")
-        out = self._graphs["score"].run({**state, "k": np.array(wanted, dtype=np.int64)})
+        out = self._score(state, rows, np.array(wanted, dtype=np.int64))
         results: list[list[tuple[str, float]]] = []
         for row, (k, skip) in enumerate(zip(ks, excluded, strict=True)):
             result: list[tuple[str, float]] = []
@@ -272,6 +281,18 @@ class ModelBundle:
                         break
             results.append(result)
         return results
+
+    def _score(self, state: State, rows: int, k: np.ndarray) -> dict[str, np.ndarray]:
+        """One ``score`` run, or runs of ``score_rows`` sessions when the bundle asks for
+        them (its score outgrows the caches on larger batches), concatenated."""
+        step = self.score_rows
+        if not step or rows <= step or not self.session_spec:
+            return self._graphs["score"].run({**state, "k": k})
+        parts = [self._graphs["score"].run({**state_rows(state, range(start, min(rows,
+                                                                            start + step))),
+                                            "k": k})
+                 for start in range(0, rows, step)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def popular(self, k: int, exclude_ids: Collection[str] = ()) -> list[tuple[str, float]]:
         """The training set's most clicked items (for requests with no session and no

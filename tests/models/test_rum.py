@@ -59,6 +59,29 @@ def test_item_read_is_candidate_dependent_softmax_over_filled_slots() -> None:
     assert torch.allclose(empty[1:], torch.zeros(3))
 
 
+def test_item_read_matches_a_masked_softmax_at_large_logits() -> None:
+    """The read masks empty slots with the newest slot's logit minus 40 (no denormal
+    floats); against a float64 masked softmax it agrees where logits span hundreds."""
+    torch.manual_seed(0)
+    model = _rum("item", n_items=50, dim=8, slots=5, alpha=1.0, beta=1.0)
+    with torch.no_grad():
+        model.item_embedding.weight.mul_(40.0)  # logits up to a few hundred
+        model.user_embedding.weight.zero_()
+    state = model.start_session(model.init_user_state(3), 3)
+    clicks = torch.tensor([[3, 9, 1], [7, 0, 2], [0, 0, 4], [0, 0, 5], [0, 0, 6],
+                           [0, 0, 8]])
+    for step in clicks:
+        state = model.advance(step, state)
+    scores = model.score(state).double()
+    table = model.item_embedding.weight.detach().double()
+    for row in range(3):
+        slots = [int(i) for i in state["slots"][row] if int(i)]
+        memory = table[slots]                                         # [filled, D]
+        logits = table @ memory.T                                     # [N+1, filled]
+        expected = (torch.softmax(logits, dim=1) * logits).sum(1)
+        torch.testing.assert_close(scores[row, 1:], expected[1:], rtol=1e-4, atol=1e-3)
+
+
 def test_feature_write_is_erase_then_add() -> None:
     model = _rum("feature", n_items=2, dim=2, slots=2, beta=1.0)
     _set_items(model, [[0, 0], [1, 0], [0, 1]])

@@ -325,3 +325,27 @@ def test_provider_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapt
                         lambda: ["CPUExecutionProvider"])
     assert choose_providers() == ["CPUExecutionProvider"]  # a CPU build: no warning needed
     assert choose_providers([" CUDAExecutionProvider ", ""]) == ["CPUExecutionProvider"]
+
+
+def test_a_model_that_asks_for_small_score_runs_gets_the_same_lists(tmp_path: Path) -> None:
+    """RUM-I asks for score runs of at most ``score_rows`` sessions (its [B, N, K] read
+    outgrows the caches); a batch split into such runs answers what one run would."""
+    from models import registry
+
+    torch.manual_seed(0)
+    model = registry.build("rum-item", N_ITEMS, 4)
+    assert model.score_rows == 2
+    bundle = ModelBundle(export_bundle(model, tiny_items(N_ITEMS), tmp_path, version="v1"))
+    assert bundle.score_rows == 2
+    rng = np.random.default_rng(0)
+    state = bundle.start_session(None, 5)
+    for _ in range(3):
+        state = bundle.advance_steps(state, rng.integers(1, N_ITEMS + 1, size=(5, 1)))
+    excludes = [{1, 2}, set(), {3}, set(), {4, 5, 6}]
+    split = bundle.top_k_rows(state, [5, 3, 5, 7, 5], excludes)
+    bundle.score_rows = None
+    whole = bundle.top_k_rows(state, [5, 3, 5, 7, 5], excludes)
+    assert [[item for item, _ in row] for row in split] == \
+        [[item for item, _ in row] for row in whole]
+    assert np.allclose([score for row in split for _, score in row],
+                       [score for row in whole for _, score in row], atol=1e-6)

@@ -85,8 +85,9 @@ def check_parity(model: SessionModel, folder: Path, graphs: dict[str, GraphSpec]
     mixed in to check the no-op rule. Raises ``ExportError`` listing the mismatches."""
     if model.training:
         raise ExportError(f"{model.name}: parity must run in eval mode (call model.eval())")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from service.engine import session_options
+
+    options = session_options()
     sessions = {role: ort.InferenceSession(str(folder / spec.file), options,
                                            providers=["CPUExecutionProvider"])
                 for role, spec in graphs.items()}

@@ -109,7 +109,9 @@ def export_bundle(model: SessionModel, items: list[str], out_root: Path, *,
             extra={"created": datetime.now(UTC).isoformat(timespec="seconds"),
                    "config": model.config.to_dict(), "opset": OPSET, "exporter": exporter,
                    "data": data or {}, "metrics": metrics or {}, "parity": parity,
-                   "libraries": _library_versions()}).write(staging)
+                   "libraries": _library_versions(),
+                   **({"serving": {"score_rows": model.score_rows}}
+                      if model.score_rows else {})}).write(staging)
         try:
             os.rename(staging, target)
         except OSError as exc:
