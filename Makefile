@@ -25,7 +25,7 @@ endif
 ARTIFACTS ?= artifacts
 STAMP := $(VENV)/.installed           # [cpu,train,dev]: tests and lint
 RUN_STAMP := $(VENV)/.installed-run   # [cpu,train]: enough for `make run`
-# What `make run` needs: a full install serves too (the trainer image touches only .installed).
+# What `make run` needs: a full install serves too (the trainer image installs [cpu,train]).
 STAMP_RUN = $(if $(wildcard $(STAMP)),$(STAMP),$(RUN_STAMP))
 
 .PHONY: run test lint bench results artifacts install clean help events retrain

@@ -7,11 +7,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3.11 pyth
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 COPY pyproject.toml README.md Makefile ./
+# Every package of pyproject.toml's [tool.setuptools.packages.find] (a test checks it).
+COPY bundle ./bundle
+COPY cli ./cli
+COPY loadtest ./loadtest
 COPY models ./models
-COPY training ./training
 COPY service ./service
-RUN pip install --upgrade pip && pip install '.[gpu]' && pip uninstall -y onnxruntime \
-    && pip install --force-reinstall --no-deps 'onnxruntime-gpu>=1.18'
+COPY training ./training
+# [gpu] brings onnxruntime-gpu and nothing brings the CPU onnxruntime (a test checks it).
+RUN pip install --upgrade pip && pip install '.[gpu]'
 # Threads, explicitly (as the CPU image): the GPU runs the graphs; CPU threads only feed it.
 ENV NEXTCLICK_ARTIFACTS_DIR=/artifacts \
     NEXTCLICK_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]' \

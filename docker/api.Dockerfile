@@ -3,10 +3,14 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md Makefile ./
+# Every package of pyproject.toml's [tool.setuptools.packages.find] (a test checks it).
+COPY bundle ./bundle
+COPY cli ./cli
+COPY loadtest ./loadtest
 COPY models ./models
-COPY training ./training
 COPY service ./service
-RUN python -m pip install --upgrade pip && python -m pip install .
+COPY training ./training
+RUN python -m pip install --upgrade pip && python -m pip install '.[cpu]'
 # Threads, explicitly: one ONNX Runtime thread per graph run and a pool of 4 runs at once
 # (concurrent requests scale over the pool, not inside one run); OpenMP held to 1 so no
 # library spawns a thread per core of the host.
