@@ -36,9 +36,11 @@ def register(subparsers: Any, help_text: str) -> None:
                              "'narm=3,hln=1,*=2' (default: each model's paper setting)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="random seed (default 0)")
-    parser.add_argument("--refit", action="store_true",
-                        help="retrain each model on all training sessions for the epochs "
-                             "validation picked")
+    parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=True,
+                        help="once validation has picked a model's epochs, train it again "
+                             "for that many on all training sessions (default; count models "
+                             "always fit on all of them); --no-refit keeps the validation "
+                             "sessions out, as the papers' protocols do")
     parser.add_argument("--max-valid-sessions", type=int, default=None, metavar="N",
                         help="validation sessions scored per epoch (default 10000)")
     parser.add_argument("--max-sessions", type=int, default=None, metavar="N",

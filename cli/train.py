@@ -84,5 +84,7 @@ def run(args: argparse.Namespace) -> int:
     summary = f"{args.model}: best epoch {info['best_epoch']} of {info['epochs']}"
     if args.metric in best:
         summary += f", valid {args.metric} {best[args.metric]:.4f}"
+    elif info.get("fit_on"):
+        summary = f"{args.model}: fitted on {info['fit_on']} (counts: no epochs to select)"
     print(f"{summary}; run saved to {args.out}")
     return 0

@@ -131,7 +131,8 @@ def train(model_name: str | type[SessionModel], dataset: PreparedDataset,
                          overrides=overrides, patience=patience, device=device, metric=metric,
                          max_valid_sessions=max_valid_sessions, shuffle=shuffle,
                          progress=progress)
-    if not refit or not info.get("best_epoch") or not dataset.train["valid"].any():
+    if not refit or not info.get("best_epoch") or not dataset.train["valid"].any() \
+            or info.get("fit_on") == "all training sessions":
         return model, info
     everything = dataclasses.replace(
         dataset, train=dataset.train.with_columns(pl.lit(False).alias("valid")))
@@ -167,15 +168,16 @@ def _train(model_name: str | type[SessionModel], dataset: PreparedDataset,
                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     if model.batching == "counts":
-        table = training_sessions(dataset)
+        # Counting has no epochs to select, so holding sessions out of it is pure loss
+        # (Item-KNN 12.21 vs 15.18 Recall@20 on a drifting public split): it fits on every
+        # training session, the validation ones included, and is not validated.
+        table = training_sessions(dataset, include_valid=True)
         started = time.perf_counter()
         model.fit_counts([table.items[a:b].tolist()
                           for a, b in zip(table.offsets[:-1], table.offsets[1:], strict=True)])
         info["epoch_seconds"].append(time.perf_counter() - started)
         info["epochs"] = info["best_epoch"] = 1
-        scores = validate(model, dataset, metric, max_valid_sessions)
-        info["validation"].append(scores)
-        info["best_validation"] = scores
+        info["fit_on"] = "all training sessions"
         info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         save_run(run_dir, model, dataset, info)
         return model.eval(), info
