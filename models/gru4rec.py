@@ -26,6 +26,9 @@ Deviations from the paper:
   ``bptt`` steps, default 1 = the reference code) and the carried state is detached.
 - ``score`` returns the output logits; the tanh final activation used with TOP1 is
   monotone, so rankings are identical.
+- ``gru4rec-official`` is the same network with the settings its authors publish for
+  yoochoose in GRU4Rec v2 (constrained embedding, cross-entropy, 480 units, ...); see the
+  class for the one difference (full softmax instead of sampled negatives).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class GRU4RecConfig(ModelConfig):
     dropout_embedding: float = 0.0
     loss: str = "top1"              # "top1" | "bpr-max" | "ce"
     bpreg: float = 1.0              # BPR-max score regularisation
+    # GRU4Rec v2's constrained embedding: a click's input is its row of the output matrix
+    # (no separate input table; the GRU's input width is the hidden size)
+    constrained_embedding: bool = False
     # training (read by training.fit.loop)
     batch_size: int = 50
     bptt: int = 1                   # steps per optimiser update
@@ -87,9 +93,13 @@ class GRU4Rec(SessionModel):
         cfg = self.config
         if cfg.loss not in LOSSES:
             raise ValueError(f"gru4rec: loss must be one of {LOSSES}, got {cfg.loss!r}")
-        one_hot = cfg.embedding_dim == 0
-        input_size = 3 * cfg.hidden_size if one_hot else cfg.embedding_dim
-        self.item_input = nn.Embedding(n_items + 1, input_size, padding_idx=0)   # [N+1, D]
+        one_hot = cfg.embedding_dim == 0 and not cfg.constrained_embedding
+        if cfg.constrained_embedding:
+            input_size = cfg.hidden_size
+            self.item_input: nn.Embedding | None = None  # the output matrix's rows instead
+        else:
+            input_size = 3 * cfg.hidden_size if one_hot else cfg.embedding_dim
+            self.item_input = nn.Embedding(n_items + 1, input_size, padding_idx=0)  # [N+1, D]
         self.gru = StackedGRU(input_size, cfg.hidden_size, cfg.num_layers, identity_input=one_hot)
         self.output_weight = nn.Parameter(torch.empty(n_items + 1, cfg.hidden_size))  # [N+1, H]
         self.output_bias = nn.Parameter(torch.zeros(n_items + 1))                    # [N+1]
@@ -101,7 +111,9 @@ class GRU4Rec(SessionModel):
 
     # ---- serving --------------------------------------------------------------------
     def _embed(self, items: Tensor) -> Tensor:
-        return F.dropout(self.item_input(items), self.config.dropout_embedding, self.training)
+        table = self.output_weight if self.item_input is None else self.item_input.weight
+        return F.dropout(F.embedding(items, table, padding_idx=0),
+                         self.config.dropout_embedding, self.training)
 
     def advance(self, item: Tensor, state: State) -> State:
         hidden = state["session_hidden"]                                   # [B, L*H]
@@ -148,3 +160,30 @@ class GRU4Rec(SessionModel):
         if not losses:  # no step had enough targets: nothing to learn from this chunk
             return torch.zeros((), device=steps.items.device), hidden.detach()
         return torch.stack(losses).mean(), hidden.detach()
+
+
+@dataclass
+class GRU4RecOfficialConfig(GRU4RecConfig):
+    """The best parameters its authors publish for yoochoose with cross-entropy
+    (hidasib/GRU4Rec, ``paramfiles/yoochoose_xe_shared_best.py``)."""
+
+    hidden_size: int = 480
+    loss: str = "ce"
+    constrained_embedding: bool = True
+    dropout_hidden: float = 0.2
+    dropout_embedding: float = 0.0
+    batch_size: int = 48
+    learning_rate: float = 0.07
+
+
+@register
+class GRU4RecOfficial(GRU4Rec):
+    """GRU4Rec with its authors' published yoochoose settings: cross-entropy with a final
+    softmax, constrained embedding, 480 units, batch 48, hidden dropout 0.2, Adagrad at
+    0.07 without momentum, 10 epochs. Deviation: the softmax is over every item, where
+    the reference samples 2,048 negatives by popularity^0.2 with a logQ correction (an
+    approximation of this full softmax, there for speed on large catalogues)."""
+
+    name = "gru4rec-official"
+    config_class = GRU4RecOfficialConfig
+
