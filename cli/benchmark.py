@@ -41,6 +41,9 @@ def register(subparsers: Any, help_text: str) -> None:
                              "for that many on all training sessions (default; count models "
                              "always fit on all of them); --no-refit keeps the validation "
                              "sessions out, as the papers' protocols do")
+    parser.add_argument("--paper-recipe", action="store_true",
+                        help="train every model with its paper's recipe where its defaults "
+                             "deviate (each model file lists the deviations)")
     parser.add_argument("--max-valid-sessions", type=int, default=None, metavar="N",
                         help="validation sessions scored per epoch (default 10000)")
     parser.add_argument("--max-sessions", type=int, default=None, metavar="N",
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                         command="nextclick " + " ".join(sys.argv[1:]),
                         peers=args.peers == "recbole", peer_epochs=args.peer_epochs,
                         peer_venv=Path(args.peer_venv),
-                        max_valid_sessions=args.max_valid_sessions, refit=args.refit)
+                        max_valid_sessions=args.max_valid_sessions, refit=args.refit,
+                        paper_recipe=args.paper_recipe)
     metric = summary["settings"]["metric"]
     for name in summary["ranking"]:
         entry = summary["models"][name]

@@ -50,6 +50,10 @@ def register(subparsers: Any, help_text: str) -> None:
     parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
                         help="any other model setting, e.g. --set hidden_size=200 "
                              "(repeatable)")
+    parser.add_argument("--paper-recipe", action="store_true",
+                        help="train with the paper's recipe where the model's defaults "
+                             "deviate from it (learning rate, batch size, schedule: the "
+                             "model file lists them); --set and the options above still win")
     parser.add_argument("--max-valid-sessions", type=int, default=10_000, metavar="N",
                         help="validation sessions scored per epoch (default 10000)")
     parser.add_argument("--device", default="cpu", metavar="DEVICE",
@@ -75,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     check_trainable(model_class, dataset)
     overrides = model_overrides(model_class, args.set or [], {
         "batch_size": args.batch_size, "learning_rate": args.lr, "loss": args.loss})
+    if args.paper_recipe:
+        overrides = {**registry.paper_recipe(args.model), **overrides}
     apply_threads(args.threads, warn=not args.quiet)  # after the input checks: errors first
     _, info = train(args.model, dataset, args.out, epochs=args.epochs, seed=args.seed,
                     overrides=overrides, patience=args.patience, device=args.device,

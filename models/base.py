@@ -43,7 +43,12 @@ def spec_zeros(spec: StateSpec, batch_size: int, device: torch.device | None = N
 
 @dataclass
 class ModelConfig:
-    """Base of every model's config dataclass; field defaults are the paper's values."""
+    """Base of every model's config dataclass. Field defaults are the paper's values,
+    except where a training-recipe change measured better (each is listed in the model
+    file's deviations); ``paper_recipe`` holds the paper's values for those fields, which
+    ``--paper-recipe`` (``nextclick train`` and ``benchmark``) restores."""
+
+    paper_recipe: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

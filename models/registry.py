@@ -53,3 +53,9 @@ def build(name: str, n_items: int, n_users: int, **overrides: Any) -> SessionMod
         raise ValueError(
             f"{name}: unknown config fields {sorted(unknown)}; known: {sorted(fields)}")
     return cls(n_items, n_users, cls.config_class(**overrides))
+
+
+def paper_recipe(name: str) -> dict[str, Any]:
+    """The config overrides that put ``name`` back on its paper's training recipe where
+    its defaults deviate (empty when they do not)."""
+    return dict(get(name).config_class.paper_recipe)

@@ -224,8 +224,11 @@ def _intro(summary: dict[str, Any]) -> list[str]:
         f"over all items, ties {settings['tie_policy']}, epochs "
         f"{epochs_text(settings.get('epochs'))}, seed {settings['seed']}"
         + (f", {settings['max_sessions']} test sessions" if settings["max_sessions"] else "")
-        + (", refit on all training sessions after validation picked the epochs"
-           if settings.get("refit") else "")
+        + (", refit on all training sessions after validation picked the epochs (count "
+           "models fit on all of them)" if settings.get("refit") else "")
+        + (", the papers' training recipes (`--paper-recipe`)"
+           if settings.get("paper_recipe") else ", our training recipes where they "
+           "measured better than the papers' (each model file's deviations)")
         + f". Models ordered by {settings['metric']}. Values in %."
         + repeats_text(data),
         f"Latency: {settings['latency']} on {settings['device']} (the model alone; the "

@@ -110,6 +110,8 @@ def report_section(folder: Path, summary: dict[str, Any], link: str | None = Non
              f"epochs {epochs_text(settings.get('epochs'))}", f"seed {settings['seed']}"]
     if settings.get("refit"):
         facts.append("refit on all training sessions")
+    if settings.get("paper_recipe"):
+        facts.append("the papers' training recipes")
     if data.get("valid_sessions") == 0:
         facts.append("no validation split: all training sessions, last epoch kept")
     if repeats.get("targets"):

@@ -127,7 +127,8 @@ def _latency(model: Any, dataset: Any, clicks: int) -> dict[str, float]:
 
 
 def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
-              device: str, force: bool, latency_clicks: int, progress: bool) -> dict[str, Any]:
+              device: str, force: bool, latency_clicks: int, progress: bool,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train + evaluate one model into ``out/runs/<name>`` or reuse a finished run."""
     from training.evaluation.replay import rank_cases, summarize
     from training.fit.checkpoint import CHECKPOINT
@@ -143,7 +144,7 @@ def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
     result_path.unlink(missing_ok=True)
     began = time.perf_counter()
     model, info = train(name, dataset, run_dir, epochs=key["epochs"], seed=key["seed"],
-                        device=device, progress=progress,
+                        overrides=overrides, device=device, progress=progress,
                         max_valid_sessions=key.get("max_valid_sessions", 10_000),
                         refit=bool(key.get("refit")))
     train_wall = time.perf_counter() - began
@@ -182,7 +183,8 @@ def benchmark(data: Path, models: list[str], out: Path, *,
               command: str = "", peers: bool = False,
               peer_epochs: int | str | dict[str, int] = 10,
               peer_venv: Path = Path("var/peers/recbole"),
-              max_valid_sessions: int | None = None, refit: bool = False) -> dict[str, Any]:
+              max_valid_sessions: int | None = None, refit: bool = False,
+              paper_recipe: bool = False) -> dict[str, Any]:
     """Run every model (cached runs reused), write results.json, report.md/.html and
     plots into ``out``; return the results dict."""
     from tqdm.auto import tqdm
@@ -221,13 +223,17 @@ def benchmark(data: Path, models: list[str], out: Path, *,
                disable=not progress, file=sys.stderr)
     for name in bar:
         bar.set_postfix(model=name)
-        model_key = {**key, "epochs": epochs_for(name, caps)}
+        overrides = registry.paper_recipe(name) if paper_recipe else {}
+        # the full config is part of the key: a changed default retrains, never reuses
+        model_key = {**key, "epochs": epochs_for(name, caps),
+                     "config": registry.build(name, 1, 1, **overrides).config.to_dict()}
         if registry.get(name).batching == "counts":  # one pass, no epochs to pick from
             model_key["epochs"] = None
             model_key.pop("max_valid_sessions", None)
         try:
             results[name] = run_model(name, dataset, out, model_key, device=device, force=force,
-                                      latency_clicks=latency_clicks, progress=progress)
+                                      latency_clicks=latency_clicks, progress=progress,
+                                      overrides=overrides)
         except (ValueError, RuntimeError, NotImplementedError) as exc:
             failures[name] = f"{type(exc).__name__}: {exc}"
             print(f"benchmark: {name} failed: {failures[name]}", file=sys.stderr)
@@ -260,6 +266,7 @@ def benchmark(data: Path, models: list[str], out: Path, *,
                     "valid_sessions": int(dataset.train.filter(pl.col("valid"))["session"]
                                           .n_unique())},
         "settings": {**key, "epochs": caps or None, "metric": metric, "device": device,
+                     **({"paper_recipe": True} if paper_recipe else {}),
                      "latency": "eager torch, batch 1: advance + score + top-20"},
         "command": command,
         "ranking": ranking,
