@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -59,6 +60,16 @@ result["versions"] = {"recbole": recbole.__version__, "torch": torch.__version__
 with open(os.path.join(out, "recbole_result.json"), "w") as handle:
     json.dump(result, handle, default=float)
 '''
+
+
+_EPOCH_TIME = re.compile(r"training \[time: ([0-9.]+)s")
+
+
+def training_seconds(log: str) -> float | None:
+    """Sum of RecBole's per-epoch training times (its log's ``epoch N training [time: Xs``
+    lines: the optimiser passes only, without its validation), None if none are found."""
+    times = [float(value) for value in _EPOCH_TIME.findall(log)]
+    return sum(times) if times else None
 
 
 def venv_python(root: Path) -> Path:
@@ -133,9 +144,11 @@ def run_recbole_model(python: Path, model: str, data_root: Path, name: str, epoc
         raise RuntimeError(f"RecBole {model} failed (see {out / 'recbole.log'}): "
                            + " | ".join(tail))
     result: dict[str, Any] = json.loads((out / "recbole_result.json").read_text())
+    train_seconds = training_seconds(process.stdout + process.stderr)
     test = {key.lower(): float(value) for key, value in (result.get("test_result") or {}).items()}
     return {"model": f"recbole-{model}", "metrics": test, "epochs": epochs,
-            "seconds": time.perf_counter() - began, "versions": result.get("versions", {}),
+            "seconds": time.perf_counter() - began, "train_seconds": train_seconds,
+            "versions": result.get("versions", {}),
             "best_valid": {k.lower(): float(v) for k, v in
                            (result.get("best_valid_result") or {}).items()}}
 
@@ -162,6 +175,9 @@ def run_peers(dataset: Any, out: Path, venv: Path, epochs: int | dict[str, int],
         if not force and cache.exists():
             cached = json.loads(cache.read_text())
             if cached.get("key") == key:
+                log = folder / "recbole.log"
+                if cached.get("train_seconds") is None and log.exists():  # older caches
+                    cached["train_seconds"] = training_seconds(log.read_text(encoding="utf-8"))
                 results[model] = cached
                 continue
         if progress:

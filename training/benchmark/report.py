@@ -17,9 +17,10 @@ SUMMARY_KS = (5, 10, 20)
 
 def summary_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["model", *(f"{n}@{k}" for k in SUMMARY_KS for n in ("Recall", "MRR")),
-              "Coverage@20", "Popularity@20", "epochs (best)", "train s", "size MB",
-              "latency ms (p95)"]
+              "Coverage@20", "Popularity@20", "epochs (best)", "train s", "samples/s",
+              "size MB", "latency ms (p95)"]
     rows = []
+    samples = (summary.get("dataset") or {}).get("fit_samples")
     for name in summary["ranking"]:
         entry = summary["models"][name]
         m = entry["metrics"]
@@ -28,6 +29,7 @@ def summary_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                              for n in ("recall", "mrr")),
                      pct(m.get("coverage@20")), pct(m.get("popularity@20")),
                      epochs_trained(entry), number(entry["train"]["wall_seconds"]),
+                     number(samples_per_second(entry, samples), 0),
                      number(entry["size"]["checkpoint_bytes"] / 1e6, 2),
                      f"{number(latency.get('median_ms'), 2)} ({number(latency.get('p95_ms'), 2)})"])
     return header, rows
@@ -192,7 +194,7 @@ PEER_NOTE = ("Same split, exported in RecBole's atomic benchmark-file format (tr
 def peer_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     peers = summary.get("peers") or {}
     header = ["model", *(f"{n}@{k}" for k in SUMMARY_KS for n in ("Recall", "MRR")),
-              "test rows", "epochs", "seconds", "versions"]
+              "test rows", "epochs", "seconds", "samples/s", "versions"]
     rows = []
     for entry in peers.values():
         if not isinstance(entry, dict) or "metrics" not in entry:
@@ -202,8 +204,25 @@ def peer_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append([entry["model"], *(pct(m.get(f"{n}@{k}")) for k in SUMMARY_KS
                                        for n in ("recall", "mrr")),
                      str((peers.get("rows") or {}).get("test", "-")), str(entry["epochs"]),
-                     number(entry["seconds"]), versions])
+                     number(entry["seconds"]), number(peer_samples_per_second(summary, entry), 0),
+                     versions])
     return header, rows
+
+
+def samples_per_second(entry: dict[str, Any], samples: int | None) -> float | None:
+    """Training throughput of a gradient-trained model's selection fit (refit excluded)."""
+    train = entry.get("train") or {}
+    if not samples or (entry.get("config") or {}).get("epochs") is None \
+            or not train.get("fit_seconds") or not train.get("epochs"):
+        return None
+    return float(samples * int(train["epochs"]) / float(train["fit_seconds"]))
+
+
+def peer_samples_per_second(summary: dict[str, Any], entry: dict[str, Any]) -> float | None:
+    """A peer's training throughput: its train rows x epochs / its training seconds."""
+    rows = ((summary.get("peers") or {}).get("rows") or {}).get("train")
+    seconds = entry.get("train_seconds")
+    return float(rows * int(entry["epochs"]) / seconds) if rows and seconds else None
 
 
 def _plot_list(folder: Path) -> list[tuple[str, str]]:

@@ -24,8 +24,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from training.benchmark.report import epochs_text, epochs_trained
-from training.tables import markdown_table, p_text, pct
+from training.benchmark.report import (
+    epochs_text,
+    epochs_trained,
+    peer_samples_per_second,
+    samples_per_second,
+)
+from training.tables import markdown_table, number, p_text, pct
 
 BEGIN = re.compile(r"<!-- benchmark-results:(?P<reports>[^>]*)-->\n")
 END = "<!-- /benchmark-results -->"
@@ -51,7 +56,8 @@ def _model_table(summary: dict[str, Any]) -> list[str]:
     models = summary["models"]
     best = {key: max(models[n]["metrics"].get(key, 0.0) for n in names) for _, key in COLUMNS}
     header = ["model", *(title for title, _ in COLUMNS), "epochs (best)", "s/epoch",
-              "train s", "MB", "ms/click"]
+              "samples/s", "train s", "MB", "ms/click"]
+    samples = (summary.get("dataset") or {}).get("fit_samples")
     rows = []
     for name in names:
         entry = models[name]
@@ -65,6 +71,7 @@ def _model_table(summary: dict[str, Any]) -> list[str]:
         train = entry["train"]
         per_epoch = train.get("fit_seconds", 0.0) / max(int(train.get("epochs") or 1), 1)
         rows.append([name, *cells, epochs_trained(entry), f"{per_epoch:.1f}",
+                     number(samples_per_second(entry, samples), 0),
                      f"{train['wall_seconds']:.1f}",
                      f"{entry['size']['checkpoint_bytes'] / 1e6:.2f}",
                      f"{latency.get('median_ms', float('nan')):.2f}"])
@@ -91,10 +98,12 @@ def _peers(summary: dict[str, Any]) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in (rows[0].get("versions") or {}).items())
     lines = [f"RecBole on the same split ({versions}; its own defaults, batch 512, the epoch "
              "with the best validation MRR@20 kept, ties broken by position):", ""]
-    header = ["model", "Recall@5", "MRR@5", "Recall@20", "MRR@20", "epochs", "seconds"]
+    header = ["model", "Recall@5", "MRR@5", "Recall@20", "MRR@20", "epochs", "seconds",
+              "samples/s"]
     cells = [[entry["model"], pct(entry["metrics"]["recall@5"]), pct(entry["metrics"]["mrr@5"]),
               pct(entry["metrics"]["recall@20"]), pct(entry["metrics"]["mrr@20"]),
-              str(entry["epochs"]), f"{entry['seconds']:.0f}"] for entry in rows]
+              str(entry["epochs"]), f"{entry['seconds']:.0f}",
+              number(peer_samples_per_second(summary, entry), 0)] for entry in rows]
     return lines + markdown_table(header, cells).split("\n")
 
 

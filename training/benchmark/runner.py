@@ -126,6 +126,13 @@ def _latency(model: Any, dataset: Any, clicks: int) -> dict[str, float]:
             "p95_ms": summary["p95_ms"], "mean_ms": summary["mean_ms"]}
 
 
+def fit_samples(dataset: Any) -> int:
+    """Training examples per epoch of the validation-selected fit: every click after the
+    first of every non-held-out training session (one prefix -> next click each)."""
+    fit = dataset.train.filter(~pl.col("valid"))
+    return int(fit.height - fit["session"].n_unique())
+
+
 def run_model(name: str, dataset: Any, out: Path, key: dict[str, Any], *,
               device: str, force: bool, latency_clicks: int, progress: bool,
               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -264,7 +271,8 @@ def benchmark(data: Path, models: list[str], out: Path, *,
                     "protocol": dataset.stats.get("protocol"), "n_items": dataset.n_items,
                     "n_users": dataset.n_users, "repeats": repeat_shares(dataset),
                     "valid_sessions": int(dataset.train.filter(pl.col("valid"))["session"]
-                                          .n_unique())},
+                                          .n_unique()),
+                    "fit_samples": fit_samples(dataset)},
         "settings": {**key, "epochs": caps or None, "metric": metric, "device": device,
                      **({"paper_recipe": True} if paper_recipe else {}),
                      "latency": "eager torch, batch 1: advance + score + top-20"},

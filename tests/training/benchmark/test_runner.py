@@ -13,7 +13,9 @@ import pytest
 
 from cli.main import main
 from tests.helpers import make_tiny_dataset
+from training.benchmark.report import peer_samples_per_second, samples_per_second
 from training.benchmark.runner import benchmark
+from training.data.dataset import PreparedDataset
 from training.evaluation.metrics import metrics_from_ranks
 from training.evaluation.replay import rank_cases
 from training.evaluation.statistics import bootstrap_ci, compare_pair, per_case, wilcoxon
@@ -114,6 +116,14 @@ def test_benchmark_writes_report_and_reuses_cache(tiny_data: Path, tmp_path: Pat
     page = (out / "report.html").read_text()
     for name in models:
         assert f"| {name} |" in markdown and f"<td>{name}</td>" in page
+    # training throughput: fit prefixes x epochs / optimiser seconds, gradient models only
+    fit = PreparedDataset.load(tiny_data).train.filter(~pl.col("valid"))
+    assert saved["dataset"]["fit_samples"] == fit.height - fit["session"].n_unique()
+    gru4rec = saved["models"]["gru4rec"]
+    assert samples_per_second(gru4rec, saved["dataset"]["fit_samples"]) == pytest.approx(
+        saved["dataset"]["fit_samples"] / gru4rec["train"]["fit_seconds"])
+    assert samples_per_second(saved["models"]["iknn"], saved["dataset"]["fit_samples"]) is None
+    assert "samples/s" in markdown
     assert "plots/accuracy_at_k.png" in page and "Wilcoxon" in page and "<table>" in page
 
     # second call: every run is reused, nothing is trained again
@@ -187,6 +197,20 @@ def test_recbole_atomic_export_matches_the_split(tiny_data: Path, tmp_path: Path
     session, history, item = lines[1].split("\t")
     clicks = dataset.test.filter(pl.col("session") == int(session))["item"].to_list()
     assert [int(i) for i in history.split()] + [int(item)] == clicks[: len(history.split()) + 1]
+
+
+def test_recbole_training_seconds_sum_its_epoch_lines() -> None:
+    from training.benchmark.peers import training_seconds
+
+    log = ("01 Dec 12:13    INFO  epoch 0 training [time: 2.05s, train loss: 67.7883]\n"
+           "01 Dec 12:13    INFO  epoch 0 evaluating [time: 0.10s, valid_score: 0.0100]\n"
+           "01 Dec 12:13    INFO  epoch 1 training [time: 1.62s, train loss: 60.1]\n")
+    assert training_seconds(log) == pytest.approx(3.67)
+    assert training_seconds("no epochs here") is None
+    summary = {"peers": {"rows": {"train": 100}}}
+    entry = {"epochs": 2, "train_seconds": 4.0}
+    assert peer_samples_per_second(summary, entry) == pytest.approx(50.0)
+    assert peer_samples_per_second(summary, {"epochs": 2, "train_seconds": None}) is None
 
 
 def registry_pop(dataset: object) -> object:

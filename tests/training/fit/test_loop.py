@@ -92,6 +92,30 @@ def test_cli_overrides_and_errors(data_dir: Path, tmp_path: Path,
         load_run(tmp_path / "nothing")
 
 
+def test_every_paper_recipe_names_config_fields_it_changes() -> None:
+    """--paper-recipe is one flag away from the paper: each value is a real config field
+    whose default deviates from it (else the entry is dead), and it builds."""
+    recipes = {name: registry.paper_recipe(name) for name in registry.available()}
+    assert recipes["narm"] == {"batch_size": 512, "learning_rate": 1e-3}
+    assert recipes["hln"]["lr_decay"] == 0.1 and recipes["hln"]["init"] == "torch"
+    for name, recipe in recipes.items():
+        default = registry.build(name, 5, 3).config.to_dict()
+        for field, value in recipe.items():
+            assert field in default and default[field] != value, (name, field)
+        assert registry.build(name, 5, 3, **recipe).config.to_dict() == {**default, **recipe}
+
+
+def test_cli_paper_recipe_trains_with_the_papers_values(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--model", "hln", "--data", str(data_dir), "--out", str(run),
+                 "--epochs", "1", "--quiet", "--paper-recipe", "--set", "hidden_size=8",
+                 "--set", "embedding_dim=6"]) == 0
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert (config["lr_decay"], config["init"], config["hidden_size"]) == (0.1, "torch", 8)
+    default = registry.build("hln", 5, 3).config
+    assert (default.lr_decay, default.init) == (1.0, "kaiming")
+
+
 def test_adagrad_momentum_matches_reference_update() -> None:
     param = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     optimizer = AdagradMomentum([param], lr=0.1, momentum=0.5, eps=1e-6)
