@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from training.benchmark.runner import benchmark
     from training.fit.threads import apply_threads
 
-    apply_threads(args.threads, warn=not args.quiet)
+    plan = apply_threads(args.threads, warn=not args.quiet)
     if args.models.strip() == "all":
         models = registry.available()
     else:
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                         resamples=args.bootstrap, progress=not args.quiet,
                         command="nextclick " + " ".join(sys.argv[1:]),
                         peers=args.peers == "recbole", peer_epochs=args.peer_epochs,
-                        peer_venv=Path(args.peer_venv),
+                        peer_venv=Path(args.peer_venv), peer_threads=plan.threads,
                         max_valid_sessions=args.max_valid_sessions, refit=args.refit,
                         paper_recipe=args.paper_recipe)
     metric = summary["settings"]["metric"]

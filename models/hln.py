@@ -31,8 +31,8 @@ Deviations from the paper / choices it leaves open:
   authors' published code does (the paper gives none; ``init="torch"`` keeps torch's
   defaults, an N(0, 1) item table). The decay is in epochs and was set for YOOCHOOSE 1/64
   (~5.8k updates per epoch); on retailrocket-users (64 updates per epoch) it froze
-  learning at loss 6.2 after 190 updates. Measured (seed 0, best validation epoch; docs/
-  models.md "What we changed and why"): retailrocket-users 15.98 / 10.34 -> 41.68 / 34.59
+  learning at loss 6.2 after 190 updates. Measured (seed 0, best validation epoch;
+  docs/results.md, "What we changed and why"): retailrocket-users 15.98 / 10.34 -> 41.68 / 34.59
   Recall@20 / MRR@20, diginetica-sample 31.19 / 23.18 -> 79.82 / 42.14, yoochoose-100k
   (6 epochs) 52.70 / 31.54 -> 67.01 / 34.95. Once trained, the leap gate closes on these
   short sessions (share of clicks leapt at test 0.00-0.01), so HLN works as three passes

@@ -33,8 +33,8 @@ Deviations from the paper:
   the authors' small initialisation every score starts near 0 and the loss sits at ln N
   until enough large-enough steps have been taken; small datasets have few batches per
   epoch (retailrocket-users: 8, i.e. 240 updates in 30 epochs) and never leave that
-  plateau. Measured (seed 0, best validation epoch; docs/models.md "What we changed and
-  why"): retailrocket-users 37.80 / 21.32 -> 47.52 / 37.13 Recall@20 / MRR@20 (RecBole's
+  plateau. Measured (seed 0, best validation epoch; docs/results.md, "What we changed
+  and why"): retailrocket-users 37.80 / 21.32 -> 47.52 / 37.13 Recall@20 / MRR@20 (RecBole's
   NARM 48.60 / 36.52), diginetica-sample 53.21 / 26.50 -> 85.32 / 45.78, yoochoose-100k
   67.26 / 34.75 -> 67.97 / 34.96, tmall-benchmark reaches the literature's 23.3 / 10.7
   after 2 epochs (24.78 / 12.18) instead of 8. ``--paper-recipe`` trains with the paper's.

@@ -154,9 +154,10 @@ def run_recbole_model(python: Path, model: str, data_root: Path, name: str, epoc
 
 
 def run_peers(dataset: Any, out: Path, venv: Path, epochs: int | dict[str, int],
-              force: bool = False, progress: bool = True) -> dict[str, Any]:
+              force: bool = False, progress: bool = True, threads: int = 1) -> dict[str, Any]:
     """RecBole NARM and GRU4Rec on ``dataset``'s split, cached in ``out/peers``. ``epochs``:
-    one number, or {RecBole model name or "*": epochs}."""
+    one number, or {RecBole model name or "*": epochs}; ``threads``: torch threads, the
+    benchmark's own (throughput is compared at equal threads)."""
     caps = {"*": epochs} if isinstance(epochs, int) else epochs
     unknown = sorted(set(caps) - {"*", *RECBOLE_MODELS})
     if unknown:
@@ -171,7 +172,7 @@ def run_peers(dataset: Any, out: Path, venv: Path, epochs: int | dict[str, int],
         folder = root / f"recbole-{model}"
         cache = folder / "result.json"
         key = {"dataset": dataset.fingerprint, "epochs": model_epochs, "batch_size": BATCH_SIZE,
-               "early_stopping": False}
+               "early_stopping": False, **({"threads": threads} if threads != 1 else {})}
         if not force and cache.exists():
             cached = json.loads(cache.read_text())
             if cached.get("key") == key:
@@ -183,7 +184,7 @@ def run_peers(dataset: Any, out: Path, venv: Path, epochs: int | dict[str, int],
         if progress:
             print(f"RecBole {model}: training {model_epochs} epochs", file=sys.stderr)
         result = run_recbole_model(python, model, root / "atomic", "nextclick", model_epochs,
-                                   folder)
+                                   folder, threads)
         result["key"] = key
         cache.write_text(json.dumps(result, indent=2) + "\n")
         results[model] = result

@@ -189,7 +189,7 @@ def benchmark(data: Path, models: list[str], out: Path, *,
               latency_clicks: int = 200, resamples: int = 2000, progress: bool = True,
               command: str = "", peers: bool = False,
               peer_epochs: int | str | dict[str, int] = 10,
-              peer_venv: Path = Path("var/peers/recbole"),
+              peer_venv: Path = Path("var/peers/recbole"), peer_threads: int = 1,
               max_valid_sessions: int | None = None, refit: bool = False,
               paper_recipe: bool = False) -> dict[str, Any]:
     """Run every model (cached runs reused), write results.json, report.md/.html and
@@ -262,7 +262,8 @@ def benchmark(data: Path, models: list[str], out: Path, *,
         try:
             peer_caps = (peer_epochs if isinstance(peer_epochs, dict)
                          else parse_epochs(peer_epochs))
-            peer_results = run_peers(dataset, out, peer_venv, peer_caps, force, progress)
+            peer_results = run_peers(dataset, out, peer_venv, peer_caps, force, progress,
+                                     threads=peer_threads)
         except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
             failures["recbole"] = f"{type(exc).__name__}: {exc}"
             print(f"benchmark: RecBole peers failed: {failures['recbole']}", file=sys.stderr)
