@@ -287,9 +287,12 @@ def test_concurrent_calls_agree(user_bundle: ModelBundle) -> None:
         assert list(pool.map(answer, histories)) == sequential
 
 
-def test_engine_module_does_not_import_torch() -> None:
+def test_serving_imports_neither_torch_nor_training_code() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    code = "import service.engine, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    code = ("import sys, service.engine, service.app, cli.main, cli.serve\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'training')\n"
+            "assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
