@@ -107,3 +107,20 @@ def test_training_gate_is_hard_with_a_straight_through_gradient() -> None:
     assert 0 < float(q.detach().sum()) < 64  # sampled, not a constant
     q.sum().backward()
     assert model.w_q.bias.grad is not None and float(model.w_q.bias.grad.abs()) > 0
+
+
+def test_initialisation_kaiming_by_default_torch_on_request() -> None:
+    """The authors' code: Kaiming-normal item table (std sqrt(2 / E)) and W, W_p, U_p,
+    w_q, u_q; ``init="torch"`` keeps torch's N(0, 1) table. The padding row stays 0."""
+    torch.manual_seed(0)
+    kaiming = registry.build("hln", 2000, 0)
+    torch.manual_seed(0)
+    plain = registry.build("hln", 2000, 0, init="torch")
+    table = kaiming.embedding.weight[1:]
+    assert table.std().item() == pytest.approx((2.0 / 100) ** 0.5, rel=0.05)
+    assert plain.embedding.weight[1:].std().item() == pytest.approx(1.0, rel=0.05)
+    assert torch.count_nonzero(kaiming.embedding.weight[0]) == 0
+    fan_in = kaiming.w_out.weight.shape[1]
+    assert kaiming.w_out.weight.std().item() == pytest.approx((2.0 / fan_in) ** 0.5, rel=0.1)
+    with pytest.raises(ValueError, match="init must be one of"):
+        registry.build("hln", 5, 0, init="xavier")
