@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import polars as pl
 
@@ -58,3 +62,14 @@ def catalog_entries() -> list[CatalogEntry]:
     themes = ("Jazz album", "Trail running shoe", "Sci-fi novel", "Espresso machine")
     return [CatalogEntry(item, f"{themes[index % 4]} #{index // 4 + 1}", themes[index % 4])
             for index, item in enumerate(ITEMS)]
+
+
+def load_experiment(name: str) -> ModuleType:
+    """Import ``experiments/<name>.py`` (a script folder, not a package) as a module."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

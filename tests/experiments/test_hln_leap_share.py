@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
 from models import registry
-from tests.helpers import make_tiny_dataset
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "hln_leap_share.py"
+from tests.helpers import load_experiment, make_tiny_dataset
 
 
 @pytest.fixture(scope="module")
 def leap() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hln_leap_share", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("hln_leap_share")
 
 
 def test_windows_end_before_each_target_and_gate_extremes_are_counted(leap: ModuleType) -> None:

@@ -3,29 +3,19 @@ docs/hrnn-synthetic.md quotes."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_tiny_dataset
+from tests.helpers import load_experiment, make_tiny_dataset
 from training.evaluation.replay import rank_cases
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "start_state_bound.py"
 
 
 @pytest.fixture(scope="module")
 def bound() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("start_state_bound", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("start_state_bound")
 
 
 def test_zero_vector_ranks_are_the_evaluators_no_history_ranks(bound: ModuleType,
