@@ -288,10 +288,9 @@ class ModelBundle:
         step = self.score_rows
         if not step or rows <= step or not self.session_spec:
             return self._graphs["score"].run({**state, "k": k})
-        parts = [self._graphs["score"].run({**state_rows(state, range(start, min(rows,
-                                                                            start + step))),
-                                            "k": k})
-                 for start in range(0, rows, step)]
+        spans = [range(start, min(rows, start + step)) for start in range(0, rows, step)]
+        parts = [self._graphs["score"].run({**state_rows(state, span), "k": k})
+                 for span in spans]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def popular(self, k: int, exclude_ids: Collection[str] = ()) -> list[tuple[str, float]]:

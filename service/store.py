@@ -435,10 +435,12 @@ class StateStore:
         keys = session_keys(session_id) + self.log_keys(session_id)
         return Call(self.scripts["ingest"], keys, args)
 
-    def log_keys(self, session_id: str, owner: str | None = None) -> list[str]:
-        """The log shard keys of a session (or of another hash tag ``owner``)."""
-        return log_keys(owner or f"s:{session_id}", cluster=self.cluster,
-                        shards=self.settings.event_log_shards)
+    def log_keys(self, session_id: str) -> list[str]:
+        """The log shard keys in a session's slot."""
+        return self._shard_keys(f"s:{session_id}")
+
+    def _shard_keys(self, owner: str) -> list[str]:
+        return log_keys(owner, cluster=self.cluster, shards=self.settings.event_log_shards)
 
     @property
     def log_shard_length(self) -> int:
@@ -530,7 +532,7 @@ class StateStore:
         click of the user's next session names it; counted as served in the log shard
         that shares the user's slot."""
         entry = "\t".join([recommendation_id, model_key, *items])
-        counters = self.log_keys(user_id, owner=f"u:{user_id}")[1]  # the user's slot
+        counters = self._shard_keys(f"u:{user_id}")[1]  # the user's slot
         return Call(self.scripts["remember_served"], [user_key(user_id, "served"), counters],
                     [entry, self.settings.served_lists_kept, self.settings.user_ttl,
                      model_key])

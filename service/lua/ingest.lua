@@ -36,6 +36,8 @@
 --               between seal and fold): the caller completes the close and retries
 --   'payload_mismatch'  an event id already accepted with another payload (third field)
 --#include _cache_view
+--#include _served_position
+--#include _count_click
 
 local idle = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -206,35 +208,10 @@ local served = nil
 for _, event in ipairs(fresh) do
   if event[5] ~= '' then
     served = served or redis.call('LRANGE', KEYS[6], 0, -1)
-    local found = {'', -1}
-    for _, entry in ipairs(served) do
-      local fields = {}
-      for field in string.gmatch(entry, '[^\t]+') do
-        fields[#fields + 1] = field
-      end
-      if fields[1] == event[5] then
-        found = {fields[2], 0}
-        for position = 3, #fields do
-          if fields[position] == event[3] then
-            found = {fields[2], position - 2}
-            break
-          end
-        end
-        break
-      end
-    end
+    local found = served_position(served, event[5], event[3])
     attributions[#attributions + 1] = found
     if found[2] >= 0 then
-      -- online experiment counters of the list's model version (summed over the shards
-      -- by GET /admin/experiments): clicks on its lists, hits, reciprocal ranks
-      local model = found[1]
-      redis.call('HINCRBY', KEYS[8], model .. '|clicks', 1)
-      if found[2] > 0 then
-        local rr = 1 / found[2]
-        redis.call('HINCRBY', KEYS[8], model .. '|hits', 1)
-        redis.call('HINCRBYFLOAT', KEYS[8], model .. '|rr', rr)
-        redis.call('HINCRBYFLOAT', KEYS[8], model .. '|rr2', rr * rr)
-      end
+      count_click(KEYS[8], found[1], found[2])
     end
   end
 end
