@@ -87,8 +87,7 @@ def retrain(events: Path, model: str, artifacts: Path, work: Path, *,
     dataset.save(dataset_dir)
     targets = int(dataset.stats["counts"]["test"]["targets"])
     if progress:
-        held = (f"the last {holdout_days:g} day(s)" if protocol == "time"
-                else "each user's last session")
+        held = _holdout_text(protocol, holdout_days)
         print(f"retrain: {dataset.stats['counts']['fit']['events']:,} training events"
               + (f" ({overlap:,} clicks in both the base and the log counted once)"
                  if overlap else "")
@@ -132,19 +131,24 @@ def retrain(events: Path, model: str, artifacts: Path, work: Path, *,
     return GateResult(model, metric, candidate, current, promoted, reason, target, dataset_dir)
 
 
+def _holdout_text(protocol: str, holdout_days: float) -> str:
+    return (f"the last {holdout_days:g} day(s)" if protocol == "time"
+            else "each user's last session")
+
+
 def _record_holdout_metrics(bundle: Path, scores: dict[str, Any], protocol: str,
                             holdout_days: float) -> None:
     """Put the gate's scores in the bundle's manifest, where ``GET /models`` reads a
     version's headline accuracy (the manifest is not in its own file hashes)."""
-    path = bundle / "manifest.json"
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    held = (f"the last {holdout_days:g} day(s)" if protocol == "time"
-            else "each user's last session")
-    manifest["metrics"] = {**{name: value for name, value in scores.items()
-                              if "@" in name},
-                           "n": scores["targets"], "holdout": f"retrain gate: {held}",
-                           **manifest.get("metrics", {})}
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    from bundle import Manifest
+
+    manifest = Manifest.read(bundle)
+    held = _holdout_text(protocol, holdout_days)
+    manifest.extra["metrics"] = {**{name: value for name, value in scores.items()
+                                    if "@" in name},
+                                 "n": scores["targets"], "holdout": f"retrain gate: {held}",
+                                 **manifest.extra.get("metrics", {})}
+    manifest.write(bundle)
 
 
 def _install(staging: Path, target: Path) -> Path:

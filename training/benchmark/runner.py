@@ -233,7 +233,7 @@ def benchmark(data: Path, models: list[str], out: Path, *,
         overrides = registry.paper_recipe(name) if paper_recipe else {}
         # the full config is part of the key: a changed default retrains, never reuses
         model_key = {**key, "epochs": epochs_for(name, caps),
-                     "config": registry.build(name, 1, 1, **overrides).config.to_dict()}
+                     "config": registry.get(name).config_class(**overrides).to_dict()}
         if registry.get(name).batching == "counts":  # one pass, no epochs to pick from
             model_key["epochs"] = None
             model_key.pop("max_valid_sessions", None)

@@ -132,7 +132,7 @@ def train(model_name: str | type[SessionModel], dataset: PreparedDataset,
                          max_valid_sessions=max_valid_sessions, shuffle=shuffle,
                          progress=progress)
     if not refit or not info.get("best_epoch") or not dataset.train["valid"].any() \
-            or info.get("fit_on") == "all training sessions":
+            or model.batching == "counts":  # counts already fit on every session
         return model, info
     everything = dataclasses.replace(
         dataset, train=dataset.train.with_columns(pl.lit(False).alias("valid")))
