@@ -34,8 +34,9 @@ Deviations from the paper:
   used before, HMN never left the popularity plateau on small data: the densely connected
   blocks' outputs are dominated by their biases while the item vectors are small, so the
   multi-scale vector s_g is nearly the same for every session and only popularity can be
-  learned (between-session spread 7% of its mean after 30 epochs). Larger steps leave it
-  (seed 0, best validation epoch; docs/results.md, "What we changed and why"):
+  learned (between-session spread 7% of its mean after 30 epochs, in a throw-away
+  diagnostic). Larger steps leave it (seed 0, best validation epoch; docs/results.md,
+  "What we changed and why"):
   retailrocket-users 4.97 / 1.66 -> 58.10 / 38.80 Recall@20 / MRR@20, yoochoose-100k
   59.54 / 30.70 -> 67.53 / 36.25, diginetica-sample 53.21 / 43.84 -> 78.90 / 39.63. As the
   paper gives no recipe, ``--paper-recipe`` changes nothing here; ``--lr 1e-3`` is the old.
