@@ -382,10 +382,12 @@ class SessionService:
                     job.bundle.version, "session")
                 self._queue_writes(job, rank, outcome)
                 outcomes[index] = outcome
-        # Counting changes no answer: off the batch's critical path.
-        task = asyncio.get_running_loop().create_task(self._attribute(jobs))
-        self._write_tasks.add(task)
-        task.add_done_callback(self._write_tasks.discard)
+        # Counting changes no answer: off the batch's critical path (and no task at all for
+        # the common batch whose clicks name no list).
+        if any(job.result is not None and job.result.attributions for job in jobs):
+            task = asyncio.get_running_loop().create_task(self._attribute(jobs))
+            self._write_tasks.add(task)
+            task.add_done_callback(self._write_tasks.discard)
         return [outcome if outcome is not None else RuntimeError("job not processed")
                 for outcome in outcomes]
 
