@@ -171,7 +171,6 @@ class GRU4RecOfficialConfig(GRU4RecConfig):
     loss: str = "ce"
     constrained_embedding: bool = True
     dropout_hidden: float = 0.2
-    dropout_embedding: float = 0.0
     batch_size: int = 48
     learning_rate: float = 0.07
 
