@@ -176,9 +176,6 @@ def run_peers(dataset: Any, out: Path, venv: Path, epochs: int | dict[str, int],
         if not force and cache.exists():
             cached = json.loads(cache.read_text())
             if cached.get("key") == key:
-                log = folder / "recbole.log"
-                if cached.get("train_seconds") is None and log.exists():  # older caches
-                    cached["train_seconds"] = training_seconds(log.read_text(encoding="utf-8"))
                 results[model] = cached
                 continue
         if progress:
